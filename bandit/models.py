@@ -1,0 +1,102 @@
+"""The append-only decision and reward log, and the versioned policy snapshots.
+
+Log rows are keyed by ids, not foreign keys into any catalog, so an action can disappear
+and its history still evaluates.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, so the 64-bit id is INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class LogBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Decision(LogBase):
+    """One choice of one action for one request, with exactly the probability it had."""
+
+    __tablename__ = "decisions"
+
+    # The learner's cursor walks this id.
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # The decision point: for keyart, a title id.
+    slot: Mapped[str] = mapped_column(String(200), index=True)
+    user_hash: Mapped[str | None] = mapped_column(String(64))
+    context: Mapped[dict[str, Any]] = mapped_column(JSON)
+    slot_features: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # [{"id": ..., "features": {...}}, ...] in the order VW saw them.
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    chosen_id: Mapped[str] = mapped_column(String(64))
+    chosen_index: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    # The probability of every candidate, aligned with `candidates`.
+    distribution: Mapped[list[float]] = mapped_column(JSON)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    # The seed the draw came from (sticky draws derive it from user, slot and period).
+    seed: Mapped[int] = mapped_column(BigInteger)
+    # False while a deferred decision waits for its impression event.
+    activated: Mapped[bool] = mapped_column(Boolean, default=True)
+    deferred: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Reward(LogBase):
+    """An outcome event reported for a decision."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (UniqueConstraint("event_id", "type"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Arrived after the reward window closed: kept for the record, never learned.
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PolicySnapshot(LogBase):
+    """A serialized VW model and the log cursor it has learned up to."""
+
+    __tablename__ = "policy_snapshots"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    vw_args: Mapped[str] = mapped_column(String(1000))
+    model: Mapped[bytes] = mapped_column(LargeBinary)
+    checksum: Mapped[str] = mapped_column(String(64))
+    examples_learned: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Id of the last decision this model has seen (learned or skipped).
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,107 @@
+"""A policy: a VW `--cb_explore_adf` model that turns an example into a distribution over
+candidates, and the seeded draw that picks one of them with exactly that probability."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import vowpal_wabbit_next as vw
+
+from bandit.features import Candidate, example_lines
+
+_UNIT = float(1 << 53)
+
+
+def vw_argv(vw_args: str) -> list[str]:
+    argv = shlex.split(vw_args)
+    return argv if "--quiet" in argv else [*argv, "--quiet"]
+
+
+class Policy:
+    """One loaded VW model and its snapshot version.
+
+    VW is neither thread-safe nor GIL-free, so calls are serialised by a lock; serving
+    scales with processes, not threads.
+    """
+
+    def __init__(self, vw_args: str, model: bytes | None = None, version: int = 0) -> None:
+        argv = vw_argv(vw_args)
+        self.vw_args = vw_args
+        self.version = version
+        self.workspace = (
+            vw.Workspace(argv, model_data=model) if model is not None else vw.Workspace(argv)
+        )
+        self._parser = vw.TextFormatParser(self.workspace)
+        self._lock = threading.Lock()
+
+    def distribution(
+        self,
+        context: Mapping[str, Any],
+        slot_features: Mapping[str, Any],
+        candidates: Sequence[Candidate],
+    ) -> list[float]:
+        """Probability of each candidate, in the candidates' order, summing to one."""
+        if len(candidates) == 1:
+            return [1.0]
+        lines = example_lines(context, slot_features, candidates)
+        with self._lock:
+            example = [self._parser.parse_line(line) for line in lines]
+            scored = self.workspace.predict_one(example)
+        # VW answers (index, probability) pairs sorted by score, not by index.
+        probabilities = [0.0] * len(candidates)
+        for index, probability in scored:
+            probabilities[index] = float(probability)
+        return normalise(probabilities)
+
+    def learn(
+        self,
+        context: Mapping[str, Any],
+        slot_features: Mapping[str, Any],
+        candidates: Sequence[Candidate],
+        chosen_index: int,
+        cost: float,
+        probability: float,
+    ) -> None:
+        lines = example_lines(context, slot_features, candidates, (chosen_index, cost, probability))
+        with self._lock:
+            self.workspace.learn_one([self._parser.parse_line(line) for line in lines])
+
+    def serialize(self) -> bytes:
+        with self._lock:
+            return self.workspace.serialize()
+
+
+def normalise(probabilities: Sequence[float]) -> list[float]:
+    """Scale to sum one in double precision: VW's float32 shares sum only nearly to one,
+    and the logged probability must be the one the draw really used."""
+    total = sum(probabilities)
+    if total <= 0:
+        return [1.0 / len(probabilities)] * len(probabilities)
+    return [p / total for p in probabilities]
+
+
+def sticky_seed(user: str, slot: str, period: int) -> int:
+    """The same viewer, slot and period always give the same draw."""
+    digest = hashlib.sha256(f"{user}\x1f{slot}\x1f{period}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def draw(probabilities: Sequence[float], seed: int) -> int:
+    """Index chosen by the 63-bit `seed`: candidate i is chosen for a fraction p[i] of seeds.
+
+    The uniform number comes from the seed's top 53 bits, walked along the cumulative
+    distribution in candidate order, so similar distributions give the same choice for the
+    same seed (which is what keeps sticky viewers' artwork steady).
+    """
+    u = (seed >> 10) / _UNIT
+    cumulative = 0.0
+    for index, probability in enumerate(probabilities):
+        cumulative += probability
+        if u < cumulative:
+            return index
+    # Rounding can leave the sum a hair under one: fall back to the last possible action.
+    return max(i for i, p in enumerate(probabilities) if p > 0)

@@ -1,0 +1,118 @@
+"""Policy snapshots: saving a learned model with its log cursor, loading the newest sound
+one, and keeping a serving process's policy current without blocking requests."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bandit.models import PolicySnapshot
+from bandit.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+def checksum(model: bytes) -> str:
+    return hashlib.sha256(model).hexdigest()
+
+
+def latest_version(session: Session) -> int:
+    return session.scalar(select(func.max(PolicySnapshot.version))) or 0
+
+
+def save_snapshot(
+    session: Session, policy: Policy, *, examples_learned: int, cursor: int
+) -> PolicySnapshot:
+    """Add the next snapshot to `session`; the caller commits it with whatever else moved."""
+    model = policy.serialize()
+    snapshot = PolicySnapshot(
+        version=latest_version(session) + 1,
+        vw_args=policy.vw_args,
+        model=model,
+        checksum=checksum(model),
+        examples_learned=examples_learned,
+        cursor=cursor,
+    )
+    session.add(snapshot)
+    return snapshot
+
+
+def load_latest(session: Session, vw_args: str) -> tuple[Policy, PolicySnapshot | None]:
+    """The newest snapshot whose checksum holds and whose model loads, else a fresh policy.
+
+    A corrupt snapshot is skipped with a warning rather than taking serving down: the
+    previous version is still a good policy.
+    """
+    versions = session.scalars(
+        select(PolicySnapshot.version).order_by(PolicySnapshot.version.desc())
+    ).all()
+    for version in versions:
+        # One model in memory at a time: older ones are only read if newer ones are bad.
+        snapshot = session.get(PolicySnapshot, version)
+        if snapshot is None:
+            continue
+        if checksum(snapshot.model) != snapshot.checksum:
+            log.warning("policy snapshot %d fails its checksum; skipping it", snapshot.version)
+            continue
+        try:
+            return Policy(snapshot.vw_args, snapshot.model, snapshot.version), snapshot
+        except RuntimeError as error:
+            log.warning(
+                "policy snapshot %d does not load (%s); skipping it", snapshot.version, error
+            )
+    return Policy(vw_args), None
+
+
+class ServingPolicy:
+    """The policy a serving process decides with, swapped for a newer snapshot when one appears.
+
+    `refresh()` does the checking and loading; `start()` runs it on a daemon thread every
+    `poll_seconds`, so requests never wait for a model to load. Requests read `current`,
+    a single attribute, so the swap is atomic.
+    """
+
+    def __init__(
+        self, session_factory: Callable[[], Session], vw_args: str, poll_seconds: float
+    ) -> None:
+        self._session_factory = session_factory
+        self._vw_args = vw_args
+        self._poll_seconds = poll_seconds
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._refresh_lock = threading.Lock()
+        self.current = Policy(vw_args)
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Load the newest snapshot if it is newer than the current one; True if swapped."""
+        with self._refresh_lock, self._session_factory() as session:
+            if latest_version(session) <= self.current.version:
+                return False
+            policy, snapshot = load_latest(session, self._vw_args)
+            if snapshot is None or policy.version <= self.current.version:
+                return False
+            self.current = policy
+            log.info("serving policy version %d", policy.version)
+            return True
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # a database blip must not kill the poller
+                log.exception("policy refresh failed")

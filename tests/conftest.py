@@ -1,0 +1,141 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from KEYART_TEST_POSTGRES_URL (default: the local server at
+127.0.0.1:5432, database `test`, user `postgres`). Where it cannot be reached its tests are
+skipped with a message, unless KEYART_REQUIRE_POSTGRES=1 (as in CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from artwork.renditions import Preset
+from tests.helpers import runtime
+from web import create_app
+from web.auth import create_editor
+from web.config import Settings
+from web.db import make_engine, upgrade
+
+POSTGRES_URL = os.environ.get(
+    "KEYART_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("KEYART_REQUIRE_POSTGRES") == "1"
+
+# Two small presets keep uploads in tests quick; the full set is tested in artwork tests.
+TEST_PRESETS = (Preset("boxart-342", 342, 513), Preset("billboard-640", 640, 360))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server for this test run, dropped afterwards."""
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            name = f"keyart_test_{uuid.uuid4().hex[:10]}"
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        admin.dispose()
+        message = (
+            f"PostgreSQL not reachable at {make_url(POSTGRES_URL).render_as_string()}: "
+            f"{type(error).__name__}. Start it or set KEYART_TEST_POSTGRES_URL to run these tests."
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        tables = ", ".join(
+            f'"{t}"'
+            for t in (
+                "renditions",
+                "artworks",
+                "titles",
+                "decisions",
+                "rewards",
+                "policy_snapshots",
+                "editors",
+            )
+        )
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'keyart.db'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+    url = request.getfixturevalue("postgres_server")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        var_dir=tmp_path,
+        database_url=database_url,
+        media_dir=tmp_path / "media",
+        secret_key="test-secret-key-0123456789",
+        reward_wait=600.0,
+        # Tests refresh the policy explicitly rather than wait for the poller.
+        policy_poll_seconds=3600.0,
+        presets=TEST_PRESETS,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings, {"TESTING": True})
+    runtime(app).rng = random.Random(1234)
+    yield app
+    runtime(app).policy.stop()
+    runtime(app).engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    with runtime(app).sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def engine(app: Flask) -> Engine:
+    return runtime(app).engine
+
+
+@pytest.fixture
+def editor_headers(session: Session) -> dict[str, str]:
+    _, token = create_editor(session, "editor@example.com", password="correct horse")
+    session.commit()
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,70 @@
+"""HTTP for keyart: the app factory, one blueprint per audience, auth, validation, errors
+and the `keyart` command line."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, g
+
+from artwork.ingest import IngestLimits
+from artwork.store import BlobStore
+from bandit.learner import RewardConfig
+from bandit.snapshots import ServingPolicy
+from web.config import Settings, load_settings
+from web.db import make_engine, make_sessionmaker
+from web.state import Runtime
+
+
+def create_app(
+    settings: Settings | None = None, test_config: Mapping[str, Any] | None = None
+) -> Flask:
+    """Build the keyart app. `settings` defaults to the environment's; the database must
+    already be migrated (`keyart db upgrade`)."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        # Flask refuses a longer body from its Content-Length, before reading it.
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes + 64 * 1024,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if test_config:
+        app.config.update(test_config)
+
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    policy = ServingPolicy(sessions, settings.vw_args, settings.policy_poll_seconds)
+    app.extensions["keyart"] = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=BlobStore(settings.media_dir),
+        policy=policy,
+        rewards=RewardConfig(dict(settings.reward_values), settings.reward_wait),
+        limits=IngestLimits(max_bytes=settings.max_upload_bytes),
+        # Seeded from the OS in each process (gunicorn workers build their own app).
+        rng=random.Random(),
+    )
+
+    @app.before_request
+    def _start_policy_poller() -> None:
+        # Started lazily so a thread never crosses a fork.
+        policy.start()
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    from web import api, editor, errors, media, ops
+
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(editor.bp)
+    app.register_blueprint(media.bp)
+    app.register_blueprint(ops.bp)
+    return app

@@ -1,0 +1,157 @@
+"""The public decision API, for UIs: which artwork to show, and what came of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
+
+from bandit.log import Event, record_events
+from web.errors import ApiError, describe_validation
+from web.personalize import DEFAULT_RENDITION, PageRequest, choose_artwork
+from web.schemas import DecisionsRequest, EventIn, EventsRequest, json_body
+from web.state import db, runtime
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+_MEDIA_FORMATS = {"image/avif": "avif", "image/webp": "webp", "image/jpeg": "jpg"}
+
+
+def _negotiate(explicit: str | None) -> tuple[str, bool]:
+    """The image format to answer with, and whether it came from the Accept header."""
+    if explicit:
+        return explicit, False
+    accept = request.accept_mimetypes
+    # Highest quality wins; ties go to the smaller format (AVIF, then WebP, then JPEG).
+    quality, fmt = max(
+        (accept.quality(mime), -rank, fmt)
+        for rank, (mime, fmt) in enumerate(_MEDIA_FORMATS.items())
+    )[0::2]
+    return (fmt if quality > 0 else "jpg"), True
+
+
+def _check_rendition(name: str | None) -> str:
+    name = name or DEFAULT_RENDITION
+    presets = {p.name for p in runtime().settings.presets}
+    if name not in presets:
+        raise ApiError(
+            422,
+            "unknown_rendition",
+            f"rendition {name!r} is not a preset; choose one of {', '.join(sorted(presets))}",
+        )
+    return name
+
+
+def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
+    fmt, negotiated = _negotiate(body.format)
+    page = PageRequest(
+        titles=body.titles,
+        context=body.context,
+        user=body.user,
+        rendition=_check_rendition(body.rendition),
+        format=fmt,
+        deferred=body.defer_activation,
+    )
+    return choose_artwork(db(), runtime(), page), negotiated
+
+
+def _vary(response: Response, negotiated: bool) -> Response:
+    if negotiated:
+        response.vary.add("Accept")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/decisions")
+def decisions() -> Response:
+    decided, negotiated = _decide(json_body(DecisionsRequest))
+    return _vary(jsonify({"decisions": decided}), negotiated)
+
+
+_RESERVED = {"user", "rendition", "format", "defer_activation"}
+
+
+def _scalar(raw: str) -> str | int | float:
+    """Query values are text; numbers among them are numbers, as they would be in JSON."""
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    return raw
+
+
+@bp.get("/titles/<title_id>/artwork", endpoint="one_title")
+def one_title(title_id: str) -> tuple[Response, int]:
+    """The same decision for one title, its context taken from the query string."""
+    args = request.args
+    context = {k: _scalar(v) for k, v in args.items() if k not in _RESERVED}
+    try:
+        body = DecisionsRequest.model_validate(
+            {
+                "titles": [title_id],
+                "context": context,
+                "user": args.get("user"),
+                "rendition": args.get("rendition"),
+                "format": args.get("format"),
+                "defer_activation": args.get("defer_activation", "false").lower()
+                in ("1", "true", "yes"),
+            }
+        )
+    except ValidationError as error:
+        raise ApiError(422, "invalid_request", describe_validation(error)) from None
+    decided, negotiated = _decide(body)
+    (decision,) = decided
+    status = 200
+    if "error" in decision:
+        status = 404 if decision["error"]["code"] == "unknown_title" else 409
+        return _vary(jsonify({"error": decision["error"]}), negotiated), status
+    return _vary(jsonify(decision), negotiated), status
+
+
+@bp.post("/events")
+def events() -> tuple[Response, int]:
+    body = json_body(EventsRequest)
+    settings = runtime().settings
+    parsed: list[Event | None] = []
+    problems: dict[int, str] = {}
+    for index, raw in enumerate(body.events):
+        try:
+            item = EventIn.model_validate(raw)
+        except ValidationError as error:
+            parsed.append(None)
+            problems[index] = describe_validation(error)
+            continue
+        if item.type not in settings.reward_values:
+            parsed.append(None)
+            problems[index] = f"type must be one of {', '.join(sorted(settings.reward_values))}"
+            continue
+        parsed.append(Event(item.event_id, item.type, item.value))
+    valid = [event for event in parsed if event is not None]
+    session = db()
+    statuses = iter(
+        record_events(
+            session,
+            valid,
+            reward_wait=settings.reward_wait,
+            known_types=list(settings.reward_values),
+        )
+    )
+    session.commit()
+    results = []
+    for index, (raw, event) in enumerate(zip(body.events, parsed, strict=True)):
+        if event is None:
+            results.append(
+                {
+                    "event_id": raw.get("event_id"),
+                    "type": raw.get("type"),
+                    "status": "invalid",
+                    "message": problems[index],
+                }
+            )
+        else:
+            results.append(
+                {"event_id": event.event_id, "type": event.type, "status": next(statuses)}
+            )
+    return jsonify({"events": results}), 202

@@ -1,0 +1,118 @@
+"""keyart's configuration: one typed object built from `KEYART_*` environment variables.
+
+Every setting is parsed and checked here, at start-up, so a typo stops the process with a
+message naming the variable instead of surfacing later as a confusing failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from artwork.renditions import DEFAULT_PRESETS, Preset
+
+DEFAULT_VW_ARGS = "--cb_explore_adf --epsilon 0.1 -q ua -q ta --quiet"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    media_dir: Path = Path()
+    secret_key: str = ""
+    # Seconds a decision waits for its rewards before the learner scores it (Personalizer's
+    # default reward wait was ten minutes).
+    reward_wait: float = 600.0
+    vw_args: str = DEFAULT_VW_ARGS
+    # Largest upload accepted, in bytes; Flask refuses longer bodies before reading them.
+    max_upload_bytes: int = 25 * 1024 * 1024
+    # How often a serving process looks for a newer policy snapshot, and the learner for work.
+    policy_poll_seconds: float = 5.0
+    learn_interval_seconds: float = 10.0
+    # Reward per event type; a decision's reward is their sum clipped to [0, 1].
+    presets: tuple[Preset, ...] = DEFAULT_PRESETS
+    reward_values: Mapping[str, float] = field(
+        default_factory=lambda: {"click": 1.0, "play": 1.0, "impression": 0.0}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{(self.var_dir / 'keyart.db').resolve()}"
+            )
+        if self.media_dir == Path():
+            object.__setattr__(self, "media_dir", self.var_dir / "media")
+        if self.reward_wait < 0:
+            raise ConfigError("KEYART_REWARD_WAIT must be zero or more seconds")
+        if self.max_upload_bytes <= 0:
+            raise ConfigError("KEYART_MAX_UPLOAD_BYTES must be a positive number of bytes")
+        if self.policy_poll_seconds <= 0:
+            raise ConfigError("KEYART_POLICY_POLL must be a positive number of seconds")
+        if "--cb_explore_adf" not in shlex.split(self.vw_args):
+            raise ConfigError("KEYART_VW_ARGS must include --cb_explore_adf")
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
+        return replace(self, **overrides)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
+    """KEYART_SECRET_KEY, or one generated once and kept in the var directory."""
+    key = env.get("KEYART_SECRET_KEY", "")
+    if key:
+        if len(key) < 16:
+            raise ConfigError("KEYART_SECRET_KEY must be at least 16 characters")
+        return key
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from the environment; raise `ConfigError` naming any bad variable."""
+    env = os.environ if env is None else env
+    var_dir = Path(env.get("KEYART_VAR_DIR") or "var")
+    url = env.get("KEYART_DATABASE_URL", "")
+    if url and not url.startswith(("sqlite://", "postgresql")):
+        raise ConfigError(
+            "KEYART_DATABASE_URL must be an sqlite:/// or postgresql+psycopg:// URL, "
+            f"got {url.split(':', 1)[0]!r}"
+        )
+    if url.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; SQLAlchemy's bare scheme means psycopg2.
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    media = env.get("KEYART_MEDIA_DIR")
+    return Settings(
+        var_dir=var_dir,
+        database_url=url,
+        media_dir=Path(media) if media else Path(),
+        secret_key=_secret_key(env, var_dir),
+        reward_wait=_number(env, "KEYART_REWARD_WAIT", 600.0),
+        vw_args=env.get("KEYART_VW_ARGS") or DEFAULT_VW_ARGS,
+        max_upload_bytes=int(_number(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
+        policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),
+        learn_interval_seconds=_number(env, "KEYART_LEARN_INTERVAL", 10.0),
+    )

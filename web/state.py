@@ -1,0 +1,41 @@
+"""The per-process runtime the views work with, and the request's database session."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from artwork.ingest import IngestLimits
+from artwork.store import BlobStore
+from bandit.learner import RewardConfig
+from bandit.snapshots import ServingPolicy
+from web.config import Settings
+
+
+@dataclass
+class Runtime:
+    """The long-lived parts one process serves with, built once by `create_app`."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: BlobStore
+    policy: ServingPolicy
+    rewards: RewardConfig
+    limits: IngestLimits
+    rng: random.Random
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["keyart"]
+
+
+def db() -> Session:
+    """This request's session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = runtime().sessions()
+    return g.db_session
