@@ -151,6 +151,8 @@ def record_events(
             continue
         seen.add(key)
         late = now > created_at + window
+        # ON CONFLICT keeps concurrent duplicates out without failing the batch; RETURNING
+        # says whether this request was the one that stored it.
         inserted = session.execute(
             insert(Reward)
             .values(
@@ -161,8 +163,9 @@ def record_events(
                 late=late,
             )
             .on_conflict_do_nothing(index_elements=["event_id", "type"])
-        ).rowcount
-        if not inserted:
+            .returning(Reward.id)
+        ).scalar_one_or_none()
+        if inserted is None:
             statuses.append("duplicate")
         elif late:
             statuses.append("too_late")

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from bandit.log import Event, record_events
+from web import metrics
 from web.errors import ApiError, describe_validation
 from web.personalize import DEFAULT_RENDITION, PageRequest, choose_artwork
 from web.schemas import DecisionsRequest, EventIn, EventsRequest, json_body
@@ -53,7 +54,10 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
         format=fmt,
         deferred=body.defer_activation,
     )
-    return choose_artwork(db(), runtime(), page), negotiated
+    decided = choose_artwork(db(), runtime(), page)
+    for decision in decided:
+        metrics.DECISIONS.labels(decision["error"]["code"] if "error" in decision else "ok").inc()
+    return decided, negotiated
 
 
 def _vary(response: Response, negotiated: bool) -> Response:
@@ -154,4 +158,6 @@ def events() -> tuple[Response, int]:
             results.append(
                 {"event_id": event.event_id, "type": event.type, "status": next(statuses)}
             )
+    for result in results:
+        metrics.EVENTS.labels(result["status"]).inc()
     return jsonify({"events": results}), 202

@@ -1,0 +1,187 @@
+"""The public API as a UI meets it: decisions, events, media, and their errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bandit.models import Decision, Reward
+from tests.helpers import poster_bytes, upload
+
+
+@pytest.fixture
+def catalog(client: FlaskClient, editor_headers: dict[str, str]) -> list[str]:
+    client.post("/api/v1/titles", json={"id": "show", "name": "Show"}, headers=editor_headers)
+    ids = []
+    for composition, palette in (("portrait", "dark"), ("landscape", "bright")):
+        response = upload(
+            client, editor_headers, "show", poster_bytes("Show", composition, palette)
+        )
+        ids.append(response.json["id"])
+    client.post("/api/v1/titles", json={"id": "empty", "name": "Empty"}, headers=editor_headers)
+    return ids
+
+
+def test_a_page_with_good_and_bad_titles(client: FlaskClient, catalog: list[str]) -> None:
+    response = client.post(
+        "/api/v1/decisions",
+        json={
+            "user": "v1",
+            "context": {"segment": "kids", "hour": 20},
+            "titles": ["show", "nope", "empty"],
+            "format": "webp",
+        },
+    )
+    assert response.status_code == 200
+    show, nope, empty = response.json["decisions"]
+    assert show["artwork_id"] in catalog and show["probability"] == pytest.approx(0.5)
+    assert show["image"]["format"] == "webp" and show["image"]["width"] == 342
+    with client.get(show["image"]["url"]) as media:
+        assert media.status_code == 200 and media.mimetype == "image/webp"
+    assert nope["error"]["code"] == "unknown_title"
+    assert empty["error"]["code"] == "no_artwork"
+
+
+def test_one_title_from_query_parameters(
+    client: FlaskClient, catalog: list[str], session: Session
+) -> None:
+    response = client.get("/api/v1/titles/show/artwork?segment=kids&hour=7&rendition=billboard-640")
+    assert response.status_code == 200
+    assert response.json["image"]["width"] == 640
+    logged = session.scalar(select(Decision).where(Decision.event_id == response.json["event_id"]))
+    assert logged.context == {"segment": "kids", "hour": 7}
+    assert client.get("/api/v1/titles/nope/artwork").status_code == 404
+    assert client.get("/api/v1/titles/empty/artwork").json["error"]["code"] == "no_artwork"
+    bad = client.get("/api/v1/titles/show/artwork?format=gif")
+    assert bad.status_code == 422 and bad.json["error"]["message"].startswith("format")
+
+
+def test_format_is_negotiated_from_accept(client: FlaskClient, catalog: list[str]) -> None:
+    def fmt(accept: str) -> str:
+        response = client.post(
+            "/api/v1/decisions", json={"titles": ["show"]}, headers={"Accept": accept}
+        )
+        assert "Accept" in response.headers["Vary"]
+        return response.json["decisions"][0]["image"]["format"]
+
+    assert fmt("image/avif,image/webp,*/*") == "avif"
+    assert fmt("image/webp,image/jpeg") == "webp"
+    assert fmt("application/json") == "jpg"
+
+
+def test_same_user_gets_the_same_variant(client: FlaskClient, catalog: list[str]) -> None:
+    def chosen(user: str) -> str:
+        body = {"user": user, "context": {"segment": "a"}, "titles": ["show"]}
+        return client.post("/api/v1/decisions", json=body).json["decisions"][0]["artwork_id"]
+
+    for user in ("alice", "bob", "carol"):
+        assert len({chosen(user) for _ in range(10)}) == 1
+    # Without a user key draws are independent, so both variants appear.
+    anonymous = {
+        client.post("/api/v1/decisions", json={"titles": ["show"]}).json["decisions"][0][
+            "artwork_id"
+        ]
+        for _ in range(40)
+    }
+    assert anonymous == set(catalog)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({}, 422, "titles"),
+        ({"titles": []}, 422, "titles"),
+        ({"titles": "show"}, 422, "titles"),
+        ({"titles": ["show"], "context": {"hour": float("inf")}}, 422, "context"),
+        ({"titles": ["show"], "context": {"x": {"nested": 1}}}, 422, "context"),
+        ({"titles": ["show"], "user": ""}, 422, "user"),
+        ({"titles": ["show"], "rendition": "poster-9000"}, 422, None),
+        ({"titles": ["show"], "defer_activation": "maybe"}, 422, "defer_activation"),
+        ({"titles": ["show"], "titels": ["x"]}, 422, "titels"),
+    ],
+)
+def test_bad_decision_requests(
+    client: FlaskClient, catalog: list[str], body: dict, status: int, field: str | None
+) -> None:
+    response = client.post("/api/v1/decisions", json=body)
+    assert response.status_code == status, response.json
+    if field:
+        assert response.json["error"]["message"].startswith(field), response.json
+
+
+def test_non_json_bodies(client: FlaskClient) -> None:
+    for data in ("not json", "[1, 2]"):
+        response = client.post(
+            "/api/v1/decisions", data=data, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code in (400, 422)
+        assert response.json["error"]["code"] in ("invalid_json", "invalid_request")
+
+
+def test_events_are_idempotent_and_checked(
+    client: FlaskClient, catalog: list[str], session: Session
+) -> None:
+    decided = client.post("/api/v1/decisions", json={"titles": ["show"]}).json["decisions"][0]
+    event_id = decided["event_id"]
+    response = client.post(
+        "/api/v1/events",
+        json={
+            "events": [
+                {"event_id": event_id, "type": "click"},
+                {"event_id": event_id, "type": "play", "value": 0.5},
+                {"event_id": event_id, "type": "click"},
+                {"event_id": "never-issued", "type": "click"},
+                {"event_id": event_id, "type": "purchase"},
+                {"event_id": event_id},
+            ]
+        },
+    )
+    assert response.status_code == 202
+    statuses = [e["status"] for e in response.json["events"]]
+    assert statuses == ["accepted", "accepted", "duplicate", "unknown_event", "invalid", "invalid"]
+    again = client.post(
+        "/api/v1/events", json={"events": [{"event_id": event_id, "type": "click"}]}
+    )
+    assert again.json["events"][0]["status"] == "duplicate"
+    stored = session.scalars(select(Reward).where(Reward.event_id == event_id)).all()
+    assert sorted((r.type, r.value) for r in stored) == [("click", 1.0), ("play", 0.5)]
+    assert session.scalar(select(Reward).where(Reward.event_id == "never-issued")) is None
+
+    # An event after the reward window is kept apart, not learned.
+    decision = session.scalar(select(Decision).where(Decision.event_id == event_id))
+    decision.created_at -= timedelta(hours=1)
+    session.commit()
+    late = client.post(
+        "/api/v1/events", json={"events": [{"event_id": event_id, "type": "impression"}]}
+    )
+    assert late.json["events"][0]["status"] == "too_late"
+
+    for body in ({}, {"events": []}, {"events": "x"}):
+        assert client.post("/api/v1/events", json=body).status_code == 422
+
+
+def test_media_is_immutable_and_conditional(client: FlaskClient, catalog: list[str]) -> None:
+    url = client.post("/api/v1/decisions", json={"titles": ["show"]}).json["decisions"][0]["image"][
+        "url"
+    ]
+    with client.get(url) as first:
+        assert first.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        etag = first.headers["ETag"]
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get("/media/" + "0" * 64 + ".jpg").status_code == 404
+    assert client.get("/media/../../etc/passwd").status_code == 404
+
+
+def test_operations_endpoints(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").json["status"] == "ready"
+    assert b"keyart_decisions_total" in client.get("/metrics").data
+    document = client.get("/api/v1/openapi.json").json
+    assert document["openapi"].startswith("3.")
+    assert "DecisionsRequest" in document["components"]["schemas"]
+    assert client.get("/no/such/page").json["error"]["code"] == "not_found"
+    assert client.delete("/api/v1/decisions").status_code == 405
