@@ -9,11 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from web.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def _settings() -> Settings:
@@ -21,6 +26,18 @@ def _settings() -> Settings:
         return load_settings()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+@contextmanager
+def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database, its connections closed when the command ends."""
+    from web.db import make_engine, make_sessionmaker
+
+    engine = make_engine(settings.database_url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,13 +69,11 @@ def db_upgrade() -> None:
 def learn(once: bool) -> None:
     """Teach the policy from decisions whose reward window has closed."""
     from bandit.learner import RewardConfig, learn_forever, learn_once
-    from web.db import make_engine, make_sessionmaker
 
     settings = _settings()
-    sessions = make_sessionmaker(make_engine(settings.database_url))
     rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
     if once:
-        with sessions() as session:
+        with _sessions(settings) as sessions, sessions() as session:
             report = learn_once(session, settings.vw_args, rewards)
         click.echo(
             f"learned {report.learned} decisions, skipped {report.skipped}; "
@@ -75,9 +90,8 @@ def learn(once: bool) -> None:
     signal.signal(signal.SIGINT, _stop)
     every, wait = settings.learn_interval_seconds, settings.reward_wait
     click.echo(f"learning every {every:g}s (reward wait {wait:g}s)")
-    learn_forever(
-        sessions, settings.vw_args, rewards, settings.learn_interval_seconds, lambda: stopping
-    )
+    with _sessions(settings) as sessions:
+        learn_forever(sessions, settings.vw_args, rewards, every, lambda: stopping)
 
 
 @main.group()
@@ -92,7 +106,6 @@ def editor() -> None:
 def editor_create(email: str, admin: bool, password_stdin: bool) -> None:
     """Create an editor; prints its API token on the last line."""
     from web.auth import create_editor
-    from web.db import make_engine, make_sessionmaker
 
     password = None
     if password_stdin:
@@ -100,7 +113,7 @@ def editor_create(email: str, admin: bool, password_stdin: bool) -> None:
         if len(password) < 8:
             raise click.ClickException("the password must be at least 8 characters")
     settings = _settings()
-    with make_sessionmaker(make_engine(settings.database_url))() as session:
+    with _sessions(settings) as sessions, sessions() as session:
         try:
             created, token = create_editor(session, email, password=password, is_admin=admin)
         except ValueError as error:
@@ -125,13 +138,12 @@ def demo() -> None:
     from artwork.models import Title
     from artwork.store import BlobStore
     from web.auth import create_editor
-    from web.db import make_engine, make_sessionmaker
     from web.models import Editor
 
     settings = _settings()
     store = BlobStore(settings.media_dir)
     added = 0
-    with make_sessionmaker(make_engine(settings.database_url))() as session:
+    with _sessions(settings) as sessions, sessions() as session:
         for title in demo_catalog():
             if session.get(Title, title.id) is not None:
                 continue

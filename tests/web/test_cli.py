@@ -1,0 +1,71 @@
+"""The `keyart` command line against a real database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+
+from web.cli import main
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "KEYART_DATABASE_URL": database_url,
+        "KEYART_VAR_DIR": str(tmp_path / "var"),
+        "KEYART_SECRET_KEY": "cli-test-secret-0123456789",
+    }
+
+
+def run(env: dict[str, str], *args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, list(args), env=env, input=stdin)
+
+
+def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
+    for _ in range(2):
+        result = run(env, "db", "upgrade")
+        assert result.exit_code == 0, result.output
+        assert "up to date" in result.output
+
+
+def test_editor_create_prints_a_working_token(env: dict[str, str], client: FlaskClient) -> None:
+    result = run(
+        env, "editor", "create", "Ed@Example.com", "--password-stdin", stdin="long enough\n"
+    )
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+    response = client.get("/api/v1/titles", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+    again = run(env, "editor", "create", "ed@example.com")
+    assert again.exit_code != 0 and "already exists" in again.output
+    short = run(env, "editor", "create", "x@example.com", "--password-stdin", stdin="short\n")
+    assert short.exit_code != 0 and "at least 8" in short.output
+    assert run(env, "editor", "create", "not-an-email").exit_code != 0
+
+
+def test_learn_once_reports_its_pass(env: dict[str, str]) -> None:
+    result = run(env, "learn", "--once")
+    assert result.exit_code == 0, result.output
+    assert "learned 0 decisions" in result.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KEYART_REWARD_WAIT", "ten minutes"),
+        ("KEYART_REWARD_WAIT", "-5"),
+        ("KEYART_DATABASE_URL", "mysql://somewhere/db"),
+        ("KEYART_VW_ARGS", "--cb_adf"),
+        ("KEYART_SECRET_KEY", "short"),
+        ("KEYART_POLICY_POLL", "0"),
+    ],
+)
+def test_bad_settings_stop_with_their_name(env: dict[str, str], variable: str, value: str) -> None:
+    result = run({**env, variable: value}, "learn", "--once")
+    assert result.exit_code != 0
+    assert variable in result.output
+    assert "Traceback" not in result.output
