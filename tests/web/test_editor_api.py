@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.helpers import poster_bytes, upload
@@ -183,3 +184,39 @@ def test_policy_endpoint(client: FlaskClient, editor_headers: dict[str, str]) ->
     policy = client.get("/api/v1/policy", headers=editor_headers).json
     assert policy["version"] == 0 and policy["examples_learned"] == 0
     assert "--cb_explore_adf" in policy["vw_args"]
+
+
+def test_report_counts_shows_clicks_and_plays_per_segment(
+    client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    _title(client, editor_headers)
+    first = upload(client, editor_headers, "show", poster_bytes("A Show")).json["id"]
+    second = upload(
+        client, editor_headers, "show", poster_bytes("A Show", "landscape", "bright")
+    ).json["id"]
+    shown: dict[tuple[str, str], list[str]] = {}
+    for segment in ("kids", "kids", "kids", "adults", "adults"):
+        for _ in range(4):
+            body = {"context": {"segment": segment}, "titles": ["show"]}
+            decision = client.post("/api/v1/decisions", json=body).json["decisions"][0]
+            shown.setdefault((decision["artwork_id"], segment), []).append(decision["event_id"])
+    clicked = {key: ids[:1] for key, ids in shown.items()}
+    events = [{"event_id": i, "type": "click"} for ids in clicked.values() for i in ids]
+    events.append({"event_id": events[0]["event_id"], "type": "play"})
+    client.post("/api/v1/events", json={"events": events})
+
+    report = client.get("/api/v1/titles/show/report", headers=editor_headers).json
+    rows = {(r["artwork_id"], r["segment"]): r for r in report["rows"]}
+    assert set(rows) == {(a, s) for a in (first, second) for s in ("kids", "adults")}
+    for (artwork_id, segment), ids in shown.items():
+        row = rows[(artwork_id, segment)]
+        assert row["impressions"] == len(ids)
+        assert row["clicks"]["count"] == 1
+        assert row["clicks"]["rate"] == 1 / len(ids)
+        low, high = row["clicks"]["ci95"]
+        assert 0 <= low <= row["clicks"]["rate"] <= high <= 1 and low < high
+    assert sum(r["plays"]["count"] for r in report["rows"]) == 1
+    for segment in ("kids", "adults"):
+        shares = [rows[(a, segment)]["policy_share"] for a in (first, second)]
+        assert sum(shares) == pytest.approx(1.0)
+    assert client.get("/api/v1/titles/nope/report", headers=editor_headers).status_code == 404
