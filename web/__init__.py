@@ -60,11 +60,12 @@ def create_app(
         if session is not None:
             session.close()
 
-    from web import api, editor, errors, media, ops
+    from web import api, editor, errors, media, ops, studio
 
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(editor.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(studio.bp)
     return app

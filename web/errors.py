@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
+from markupsafe import escape
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +32,10 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    if request.blueprint == "studio":
+        # The studio is for people in browsers; everything else speaks JSON.
+        page = f"<!doctype html><title>{status}</title><h1>{status}</h1><p>{escape(message)}</p>"
+        return Response(page, mimetype="text/html"), status
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
