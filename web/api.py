@@ -23,13 +23,10 @@ def _negotiate(explicit: str | None) -> tuple[str, bool]:
     """The image format to answer with, and whether it came from the Accept header."""
     if explicit:
         return explicit, False
-    accept = request.accept_mimetypes
-    # Highest quality wins; ties go to the smaller format (AVIF, then WebP, then JPEG).
-    quality, fmt = max(
-        (accept.quality(mime), -rank, fmt)
-        for rank, (mime, fmt) in enumerate(_MEDIA_FORMATS.items())
-    )[0::2]
-    return (fmt if quality > 0 else "jpg"), True
+    # The most specific, highest-quality match wins (an explicit image/webp beats */*);
+    # among equals the smaller format, in _MEDIA_FORMATS order.
+    best = request.accept_mimetypes.best_match(list(_MEDIA_FORMATS))
+    return _MEDIA_FORMATS.get(best or "", "jpg"), True
 
 
 def _check_rendition(name: str | None) -> str:

@@ -51,6 +51,9 @@ class Settings:
             )
         if self.media_dir == Path():
             object.__setattr__(self, "media_dir", self.var_dir / "media")
+        # Absolute from here on: Flask resolves relative file paths against its package.
+        object.__setattr__(self, "var_dir", Path(self.var_dir).resolve())
+        object.__setattr__(self, "media_dir", Path(self.media_dir).resolve())
         if self.reward_wait < 0:
             raise ConfigError("KEYART_REWARD_WAIT must be zero or more seconds")
         if self.max_upload_bytes <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from bandit.models import Decision, Reward
 from tests.helpers import poster_bytes, upload
+from web import create_app
 
 
 @pytest.fixture
@@ -70,6 +72,8 @@ def test_format_is_negotiated_from_accept(client: FlaskClient, catalog: list[str
 
     assert fmt("image/avif,image/webp,*/*") == "avif"
     assert fmt("image/webp,image/jpeg") == "webp"
+    assert fmt("image/webp,*/*") == "webp"
+    assert fmt("*/*") == "avif"
     assert fmt("application/json") == "jpg"
 
 
@@ -185,3 +189,21 @@ def test_operations_endpoints(client: FlaskClient) -> None:
     assert "DecisionsRequest" in document["components"]["schemas"]
     assert client.get("/no/such/page").json["error"]["code"] == "not_found"
     assert client.delete("/api/v1/decisions").status_code == 405
+
+
+def test_relative_media_dir_serves_files(
+    settings, editor_headers: dict[str, str], tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`make run` configures ./var/media, relative to where keyart starts."""
+    monkeypatch.chdir(tmp_path)
+    app = create_app(settings.with_overrides({"media_dir": Path("relative-media")}))
+    client = app.test_client()
+    try:
+        client.post("/api/v1/titles", json={"id": "show", "name": "Show"}, headers=editor_headers)
+        upload(client, editor_headers, "show", poster_bytes("Show"))
+        decision = client.post("/api/v1/decisions", json={"titles": ["show"]}).json["decisions"][0]
+        with client.get(decision["image"]["url"]) as media:
+            assert media.status_code == 200
+        assert (tmp_path / "relative-media").is_dir()
+    finally:
+        app.extensions["keyart"].engine.dispose()
