@@ -243,6 +243,8 @@ def evaluate_log(
     config: EvaluationConfig,
     snapshot: Policy | None = None,
 ) -> dict[str, Any]:
+    for args in config.candidates:
+        _workspace(args)  # refuse arguments VW rejects even when the log is empty
     lines = log.lines
     n = len(lines)
     rewards = [line.reward for line in lines]
@@ -304,6 +306,8 @@ def evaluate_log(
                 config,
                 version=snapshot.version,
                 vw_args=snapshot.vw_args,
+                note="the snapshot may have learned from these very events, which flatters it; "
+                "the progressive candidates never score an event they learned from",
             )
         )
     for args in config.candidates:

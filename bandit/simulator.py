@@ -30,7 +30,7 @@ class SimulationConfig:
     """How long to run and how keyart's loop is scheduled in simulated time."""
 
     decisions: int = 100_000
-    vw_args: str = "--cb_explore_adf --epsilon 0.1 -q ua -q ta --quiet"
+    vw_args: str = "--cb_explore_adf --squarecb -q ua -q ta --quiet"
     # Simulated seconds between decisions, the reward window, and the learner's period.
     seconds_per_decision: float = 1.0
     reward_wait: float = 60.0

@@ -444,11 +444,13 @@ def simulate(
 ) -> None:
     """Drive a synthetic world through keyart's real loop and compare it with baselines."""
     import json
+    import shlex
     import tempfile
 
     from sqlalchemy import func, select
 
     from bandit.models import Decision
+    from bandit.policy import Policy
     from bandit.simulator import SimulationConfig, format_table, plot_regret
     from bandit.simulator import simulate as run_simulation
     from bandit.world import WorldError, load_world
@@ -460,10 +462,13 @@ def simulate(
         config = SimulationConfig(
             decisions=decisions, vw_args=vw_args or settings.vw_args, seed=seed
         )
-        if "--cb_explore_adf" not in vw_args.split() if vw_args else False:
+        if "--cb_explore_adf" not in shlex.split(config.vw_args):
             raise ValueError("--vw-args must include --cb_explore_adf")
+        Policy(config.vw_args)  # fail here, not mid-run, if VW rejects the arguments
     except (WorldError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    except RuntimeError as error:
+        raise click.ClickException(f"VW rejected --vw-args: {error}") from None
     with tempfile.TemporaryDirectory(prefix="keyart-simulate-") as tmp:
         url = database_url or f"sqlite:///{tmp}/simulate.db"
         engine = make_engine(url)

@@ -141,7 +141,7 @@ def test_a_snapshot_scores_dsjson_as_it_scores_its_own_text_examples(log_file: P
 def test_a_foreign_dsjson_log_evaluates(tmp_path: Path) -> None:
     rng = random.Random(2)
     lines = []
-    for i in range(60):
+    for _i in range(60):
         chosen = rng.randrange(2)
         lines.append(
             json.dumps(
@@ -190,10 +190,7 @@ GOOD = _events(1)[0]
 )
 def test_malformed_lines_are_named(tmp_path: Path, bad: object, message: str) -> None:
     good = to_dsjson(GOOD)
-    if isinstance(bad, dict):
-        broken = json.dumps({**good, **bad})
-    else:
-        broken = str(bad)
+    broken = json.dumps({**good, **bad}) if isinstance(bad, dict) else str(bad)
     path = tmp_path / "bad.json"
     path.write_text(f"{json.dumps(good)}\n\n{broken}\n")
     with pytest.raises(DsjsonError, match=f"line 3: {message}"):

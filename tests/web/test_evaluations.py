@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from bandit.features import Candidate
+from bandit.learner import RewardConfig, learn_once
 from bandit.log import DecisionRequest, Event, decide, record_events
 from bandit.models import utcnow
 from bandit.policy import Policy
@@ -71,6 +72,8 @@ def test_evaluate_the_sql_log_and_read_it_from_the_editor_api(
     empty = client.get("/api/v1/evaluations/latest", headers=editor_headers)
     assert empty.status_code == 200 and empty.json == {"catalog": None}
     _log(session, settings)
+    learned = learn_once(session, settings.vw_args, RewardConfig(wait_seconds=600))
+    assert learned.learned == N
 
     runner = CliRunner()
     result = runner.invoke(main, ["evaluate", "--json"], env=cli_env)
@@ -78,7 +81,8 @@ def test_evaluate_the_sql_log_and_read_it_from_the_editor_api(
     evaluated = json.loads(result.output)
     assert evaluated["events"] == N and evaluated["source"] == "sql"
     kinds = {p["kind"]: p for p in evaluated["policies"]}
-    assert set(kinds) == {"logged", "uniform", "editor_default", "candidate"}
+    assert set(kinds) == {"logged", "uniform", "editor_default", "snapshot", "candidate"}
+    assert kinds["snapshot"]["version"] == learned.version
     # The progressive learner picks up who clicks what and beats picking at random.
     assert (
         kinds["candidate"]["estimates"]["dr"]["value"]
@@ -146,6 +150,15 @@ def test_evaluate_refuses_bad_arguments(cli_env: dict[str, str], tmp_path: Path)
     assert "must include --cb_explore_adf" in no_explore.output
     clip = runner.invoke(main, ["evaluate", "--clip", "0"], env=cli_env)
     assert clip.exit_code != 0
+    path = tmp_path / "log.json"
+    path.write_text("")
+    bogus = runner.invoke(
+        main,
+        ["evaluate", "--dsjson", str(path), "--vw-args", "--cb_explore_adf --bogus"],
+        env=cli_env,
+    )
+    assert bogus.exit_code != 0
+    assert "VW rejected the arguments" in bogus.output
 
 
 def test_simulate_command(tmp_path: Path) -> None:
@@ -161,10 +174,14 @@ def test_simulate_command(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)["summary"]
-    assert [row["policy"] for row in summary][0] == "keyart"
+    assert summary[0]["policy"] == "keyart"
+    assert {row["policy"] for row in summary} >= {"oracle", "thompson", "uniform"}
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     world.write_text(json.dumps({**TINY_WORLD, "segments": [{"name": "a", "weight": 0}]}))
     bad = runner.invoke(main, ["simulate", "--world", str(world)], env=env)
     assert bad.exit_code != 0
     assert "segments.0.weight" in bad.output
+    bad_args = runner.invoke(main, ["simulate", "--vw-args", "--cb_explore_adf --bogus"], env=env)
+    assert bad_args.exit_code != 0
+    assert "VW rejected --vw-args" in bad_args.output
