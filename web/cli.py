@@ -465,6 +465,8 @@ def simulate(
         if "--cb_explore_adf" not in shlex.split(config.vw_args):
             raise ValueError("--vw-args must include --cb_explore_adf")
         Policy(config.vw_args)  # fail here, not mid-run, if VW rejects the arguments
+        if database_url and not database_url.startswith(("sqlite://", "postgresql")):
+            raise ValueError("--database-url must be an sqlite:/// or postgresql+psycopg:// URL")
     except (WorldError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     except RuntimeError as error:

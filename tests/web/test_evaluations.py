@@ -111,6 +111,7 @@ def test_evaluate_the_sql_log_and_read_it_from_the_editor_api(
     too_long = client.get(f"/api/v1/evaluations/latest?title={'x' * 201}", headers=editor_headers)
     assert too_long.status_code == 422
     assert client.get("/api/v1/evaluations/latest").status_code == 401
+    assert "/api/v1/evaluations/latest" in client.get("/api/v1/openapi.json").json["paths"]
 
 
 def test_export_then_evaluate_the_dsjson_file(
@@ -185,3 +186,6 @@ def test_simulate_command(tmp_path: Path) -> None:
     bad_args = runner.invoke(main, ["simulate", "--vw-args", "--cb_explore_adf --bogus"], env=env)
     assert bad_args.exit_code != 0
     assert "VW rejected --vw-args" in bad_args.output
+    bad_url = runner.invoke(main, ["simulate", "--database-url", "mysql://x/y"], env=env)
+    assert bad_url.exit_code != 0
+    assert "--database-url must be" in bad_url.output
