@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -202,20 +203,25 @@ def snapshot_distributions(policy: Policy, lines: Sequence[DsjsonLine]) -> list[
     ]
 
 
-def _policy_result(
-    name: str,
-    kind: str,
-    target: Sequence[np.ndarray],
-    log: _Log,
+@dataclass(frozen=True)
+class _Target:
+    name: str
+    kind: str
+    distributions: list[np.ndarray]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _estimates(
+    target: _Target,
+    lines: Sequence[DsjsonLine],
     reward_model: Sequence[np.ndarray],
     config: EvaluationConfig,
-    **extra: Any,
 ) -> dict[str, Any]:
     data = estimators.OffPolicyData.build(
-        [line.reward for line in log.lines],
-        [line.probability for line in log.lines],
-        [line.chosen_index for line in log.lines],
-        target,
+        [line.reward for line in lines],
+        [line.probability for line in lines],
+        [line.chosen_index for line in lines],
+        target.distributions,
         reward_model,
     )
     options: dict[str, Any] = {"interval": config.interval}
@@ -229,31 +235,28 @@ def _policy_result(
     }
     ess = results["ips"].effective_sample_size
     return {
-        "name": name,
-        "kind": kind,
-        **extra,
+        "name": target.name,
+        "kind": target.kind,
+        **target.extra,
         "estimates": {key: value.as_dict() for key, value in results.items()},
         "effective_sample_size": ess,
         "trustworthy": ess >= MIN_EFFECTIVE_SAMPLE,
     }
 
 
-def evaluate_log(
-    log: _Log,
+def _summary(
+    lines: Sequence[DsjsonLine],
+    targets: Sequence[_Target],
+    reward_model: Sequence[np.ndarray],
     config: EvaluationConfig,
-    snapshot: Policy | None = None,
 ) -> dict[str, Any]:
-    for args in config.candidates:
-        _workspace(args)  # refuse arguments VW rejects even when the log is empty
-    lines = log.lines
     n = len(lines)
-    rewards = [line.reward for line in lines]
     logged = estimators.on_policy(
-        rewards,
+        [line.reward for line in lines],
         interval=config.interval,
         rng=np.random.default_rng(config.seed) if config.interval == "bootstrap" else None,
     )
-    result: dict[str, Any] = {
+    return {
         "events": n,
         "first_timestamp": lines[0].timestamp if lines else None,
         "last_timestamp": lines[-1].timestamp if lines else None,
@@ -266,63 +269,87 @@ def evaluate_log(
                 "estimates": {"on_policy": logged.as_dict()},
                 "effective_sample_size": float(n),
                 "trustworthy": n >= MIN_EFFECTIVE_SAMPLE,
-            }
+            },
+            *(_estimates(target, lines, reward_model, config) for target in targets),
         ],
     }
+
+
+def _reward_model_args(config: EvaluationConfig) -> str:
+    first = shlex.split(config.candidates[0]) if config.candidates else []
+    interactions = " ".join(
+        token
+        for flag, value in pairwise(first)
+        if flag in ("-q", "--quadratic", "--interactions")
+        for token in (flag, value)
+    )
+    return f"{config.reward_model_args} {interactions or config.interactions}"
+
+
+def evaluate_log(
+    log: _Log,
+    config: EvaluationConfig,
+    snapshot: Policy | None = None,
+    groups: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
+    """Score every policy over the whole log and, when `groups` (name → event indexes) is
+    given, over each group too (under `"groups"`): the policies and the reward model are
+    the same ones, trained over the whole log; only the events averaged over differ."""
+    for args in config.candidates:
+        _workspace(args)  # refuse arguments VW rejects even when the log is empty
+    lines = log.lines
+    n = len(lines)
     if n == 0:
-        return result
-    first_args = config.candidates[0] if config.candidates else ""
-    interactions = (
-        " ".join(
-            token
-            for flag, value in zip(
-                shlex.split(first_args), shlex.split(first_args)[1:], strict=False
-            )
-            if flag in ("-q", "--quadratic", "--interactions")
-            for token in (flag, value)
-        )
-        or config.interactions
-    )
-    model_args = f"{config.reward_model_args} {interactions}"
+        return _summary(lines, [], [], config)
+    model_args = _reward_model_args(config)
     reward_model = progressive_reward_model(model_args, lines)
-    result["reward_model"] = model_args
-    uniform = [np.full(line.actions, 1 / line.actions) for line in lines]
-    result["policies"].append(
-        _policy_result("uniform", "uniform", uniform, log, reward_model, config)
-    )
     defaults = log.defaults or [0] * n
-    editor = [np.eye(line.actions)[d] for line, d in zip(lines, defaults, strict=True)]
-    result["policies"].append(
-        _policy_result("editor_default", "editor_default", editor, log, reward_model, config)
-    )
+    targets = [
+        _Target("uniform", "uniform", [np.full(line.actions, 1 / line.actions) for line in lines]),
+        _Target(
+            "editor_default",
+            "editor_default",
+            [np.eye(line.actions)[d] for line, d in zip(lines, defaults, strict=True)],
+        ),
+    ]
     if snapshot is not None:
-        result["policies"].append(
-            _policy_result(
+        targets.append(
+            _Target(
                 f"snapshot v{snapshot.version}",
                 "snapshot",
                 snapshot_distributions(snapshot, lines),
-                log,
-                reward_model,
-                config,
-                version=snapshot.version,
-                vw_args=snapshot.vw_args,
-                note="the snapshot may have learned from these very events, which flatters it; "
-                "the progressive candidates never score an event they learned from",
+                {
+                    "version": snapshot.version,
+                    "vw_args": snapshot.vw_args,
+                    "note": "the snapshot may have learned from these very events, which "
+                    "flatters it; the progressive candidates never score an event they "
+                    "learned from",
+                },
             )
         )
     for args in config.candidates:
-        result["policies"].append(
-            _policy_result(
+        targets.append(
+            _Target(
                 f"vw: {args}",
                 "candidate",
                 progressive(args, lines),
-                log,
-                reward_model,
-                config,
-                vw_args=args,
-                progressive=True,
+                {"vw_args": args, "progressive": True},
             )
         )
+    result = _summary(lines, targets, reward_model, config)
+    result["reward_model"] = model_args
+    if groups:
+        result["groups"] = {}
+        for name, indexes in groups.items():
+            subset = [
+                _Target(t.name, t.kind, [t.distributions[i] for i in indexes], t.extra)
+                for t in targets
+            ]
+            part = _summary(
+                [lines[i] for i in indexes], subset, [reward_model[i] for i in indexes], config
+            )
+            part["reward_model"] = model_args
+            result["groups"][name] = part
     return result
 
 
@@ -339,10 +366,18 @@ def evaluate_events(
     config: EvaluationConfig,
     snapshot: Policy | None = None,
     defaults: Mapping[str, str] | None = None,
+    *,
+    by_slot: bool = False,
 ) -> dict[str, Any]:
     """Evaluate logged events; `defaults` maps a slot to its default action id (else the
-    first candidate)."""
-    return evaluate_log(_log_from_events(events, defaults), config, snapshot)
+    first candidate). With `by_slot`, the result also holds each slot's own evaluation
+    under `"groups"`."""
+    groups: dict[str, list[int]] | None = None
+    if by_slot:
+        groups = {}
+        for index, event in enumerate(events):
+            groups.setdefault(event.slot, []).append(index)
+    return evaluate_log(_log_from_events(events, defaults), config, snapshot, groups)
 
 
 def save_evaluation(

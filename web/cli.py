@@ -298,6 +298,12 @@ def export(
     help="Include the current policy snapshot (default: on for the SQL log, off for DSJSON).",
 )
 @click.option("--no-save", is_flag=True, help="Do not store the SQL log's evaluation.")
+@click.option(
+    "--each-title/--no-each-title",
+    default=True,
+    show_default=True,
+    help="With the whole SQL log, also store each title's share of the evaluation.",
+)
 def evaluate(
     path: Path | None,
     vw_args: tuple[str, ...],
@@ -311,6 +317,7 @@ def evaluate(
     seed: int,
     snapshot: bool | None,
     no_save: bool,
+    each_title: bool,
 ) -> None:
     """Estimate offline what the logged policy, uniform random, the editor's default, the
     current snapshot and candidate VW settings earn on the logged traffic."""
@@ -363,14 +370,25 @@ def evaluate(
                 if snapshot is not False:
                     policy, found = load_latest(session, settings.vw_args)
                     policy = policy if found else None
-                result = evaluate_events(events, config, policy, _default_artworks(session))
+                result = evaluate_events(
+                    events,
+                    config,
+                    policy,
+                    _default_artworks(session),
+                    by_slot=each_title and title is None,
+                )
                 result["source"] = "sql"
+                titles = result.pop("groups", {})
                 if not no_save:
-                    saved = save_evaluation(
-                        session, result, slot=title, segment=segment, since=since, until=until
-                    )
+                    window = {"segment": segment, "since": since, "until": until}
+                    saved = save_evaluation(session, result, slot=title, **window)
+                    for slot, part in titles.items():
+                        part["source"] = "sql"
+                        part["scope"] = "this title's events; policies trained on the whole log"
+                        save_evaluation(session, part, slot=slot, **window)
                     session.commit()
                     result["evaluation_id"] = saved.id
+                    result["titles_saved"] = len(titles)
     except (DsjsonError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     finally:

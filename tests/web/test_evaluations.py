@@ -95,14 +95,19 @@ def test_evaluate_the_sql_log_and_read_it_from_the_editor_api(
     assert latest.json["catalog"]["id"] == evaluated["evaluation_id"]
     assert latest.json["catalog"]["title"] is None
     assert "title" not in latest.json
-    no_title_yet = client.get("/api/v1/evaluations/latest?title=space-show", headers=editor_headers)
-    assert no_title_yet.json["title"] is None
+    # The catalog run also stored each title's share of it.
+    assert evaluated["titles_saved"] == 1
+    share = client.get("/api/v1/evaluations/latest?title=space-show", headers=editor_headers)
+    assert share.json["title"]["events"] == N
+    assert share.json["title"]["scope"].startswith("this title's events")
 
     table = runner.invoke(main, ["evaluate", "--title", "space-show"], env=cli_env)
     assert table.exit_code == 0, table.output
     assert "uniform" in table.output and "dr" in table.output
     titled = client.get("/api/v1/evaluations/latest?title=space-show", headers=editor_headers)
     assert titled.json["title"]["title"] == "space-show"
+    assert titled.json["title"]["id"] > share.json["title"]["id"]
+    assert "scope" not in titled.json["title"]
     assert titled.json["title"]["events"] == N
     assert titled.json["catalog"]["id"] == evaluated["evaluation_id"]
 
