@@ -16,7 +16,7 @@ bootstrap over events with an injected seeded generator.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -124,7 +124,13 @@ def _mean_interval(
     return Estimate(name, value, value - half, value + half, n, ess)
 
 
-def _bootstrap(rng, n, resamples, statistic):  # type: ignore[no-untyped-def]
+def _bootstrap(
+    rng: np.random.Generator | None,
+    n: int,
+    resamples: int,
+    statistic: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """`statistic` of `resamples` resamples of the n events (rows of an index matrix)."""
     if rng is None:
         raise ValueError("a bootstrap interval needs a seeded numpy Generator (rng=...)")
     # Resample in chunks so memory stays bounded on long logs.

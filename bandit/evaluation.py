@@ -396,7 +396,7 @@ def save_evaluation(
         since=since,
         until=until,
         events=int(result["events"]),
-        result=_jsonable(result),
+        result=jsonable(result),
     )
     session.add(evaluation)
     return evaluation
@@ -415,12 +415,12 @@ def latest_evaluation(
     return session.scalars(query).first()
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON has no NaN or infinity: store them as null."""
+def jsonable(value: Any) -> Any:
+    """The result with NaN and infinities (which JSON lacks) as null."""
     if isinstance(value, float):
         return value if np.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

@@ -328,6 +328,7 @@ def evaluate(
         EvaluationConfig,
         evaluate_dsjson,
         evaluate_events,
+        jsonable,
         logged_events,
         save_evaluation,
     )
@@ -394,7 +395,7 @@ def evaluate(
     finally:
         engine.dispose()
     if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
+        click.echo(json.dumps(jsonable(result), indent=2, default=str, allow_nan=False))
         return
     click.echo(_evaluation_table(result))
 

@@ -158,6 +158,11 @@ def test_evaluate_refuses_bad_arguments(cli_env: dict[str, str], tmp_path: Path)
     assert clip.exit_code != 0
     path = tmp_path / "log.json"
     path.write_text("")
+    empty = runner.invoke(main, ["evaluate", "--dsjson", str(path), "--json"], env=cli_env)
+    assert empty.exit_code == 0, empty.output
+    # Strict JSON: an empty log's undefined estimates are null, not NaN.
+    logged = json.loads(empty.output, parse_constant=pytest.fail)["policies"][0]
+    assert logged["estimates"]["on_policy"]["value"] is None
     bogus = runner.invoke(
         main,
         ["evaluate", "--dsjson", str(path), "--vw-args", "--cb_explore_adf --bogus"],
