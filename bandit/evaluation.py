@@ -32,7 +32,10 @@ from bandit.learner import RewardConfig
 from bandit.models import Decision, Evaluation, Reward, utcnow
 from bandit.policy import Policy, vw_argv
 
-DEFAULT_REWARD_MODEL = "--cb_adf --cb_type mtr"
+# A small learning rate: the regression sees importance weights up to 1/p, and with VW's
+# default rate its guesses for rarely logged actions swing far off (on the simulated
+# world, uniform's DM fell to 0.04 against a true 0.17; at 0.05 it is 0.165).
+DEFAULT_REWARD_MODEL = "--cb_adf --cb_type mtr -l 0.05"
 # Below this many effective events an estimate is flagged as not to be trusted.
 MIN_EFFECTIVE_SAMPLE = 30
 
@@ -181,6 +184,9 @@ def progressive_reward_model(args: str, lines: Sequence[DsjsonLine]) -> list[np.
     """q̂_i(a) for every action, from a `--cb_adf` regression that has seen only the events
     before i (so it never scores an event it learned from)."""
     workspace, parser = _workspace(args)
+    # No reward outside what the log holds is possible: keep the model's guesses inside it.
+    low = min((line.reward for line in lines), default=0.0)
+    high = max((line.reward for line in lines), default=0.0)
     out = []
     for line in lines:
         scores = np.zeros(line.actions)
@@ -190,7 +196,7 @@ def progressive_reward_model(args: str, lines: Sequence[DsjsonLine]) -> list[np.
         # Learn from a fresh parse: VW leaves state on examples it has predicted with that
         # corrupts interactions if the same objects are then learned from.
         workspace.learn_one(_parse(parser, line))
-        out.append(scores)
+        out.append(np.clip(scores, low, high))
     return out
 
 

@@ -78,6 +78,8 @@ class SimulationResult:
     runs: list[PolicyRun]
     oracle_rates: np.ndarray
     tail: float
+    # The true click rate of every variant for each request: (decisions, max variants).
+    request_rates: np.ndarray | None = None
 
     def summary(self) -> list[dict[str, Any]]:
         n = len(self.oracle_rates)
@@ -268,7 +270,8 @@ def simulate(
     runs = [run_keyart(world, traffic, rates, sessions, config, seed, progress)]
     for name in BASELINES:
         runs.append(run_baseline(name, world, traffic, rates, np.random.default_rng(seed + 1)))
-    return SimulationResult(runs, oracle_rates, config.tail)
+    request_rates = rates[traffic.segment, traffic.device, traffic.title]
+    return SimulationResult(runs, oracle_rates, config.tail, request_rates)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from bandit.evaluation import EvaluationConfig, evaluate_events, logged_events
+from bandit.learner import RewardConfig
 from bandit.models import Decision, PolicySnapshot, Reward
 from bandit.simulator import BASELINES, SimulationConfig, plot_regret, simulate
 from bandit.world import World, WorldError, load_world, parse_world
@@ -104,6 +107,23 @@ def test_simulation_runs_the_real_loop_and_learns(app: Flask, tmp_path: Path) ->
     )
     assert rows["keyart"]["expected_ctr_tail"] > rows["uniform"]["expected_ctr_tail"]
     assert rows["keyart"]["vs_oracle"] > 0.85
+    # Offline evaluation of that real log: the intervals for uniform random and the
+    # editor's default cover their true values, known here from the world.
+    with sessions() as session:
+        events = list(
+            logged_events(session, RewardConfig(wait_seconds=0), now=datetime(2100, 1, 1))
+        )
+    assert len(events) == 3000
+    evaluated = evaluate_events(events, EvaluationConfig(candidates=[config.vw_args]))
+    by_kind = {p["kind"]: p for p in evaluated["policies"]}
+    truth = {
+        "uniform": float(np.mean(np.nanmean(result.request_rates, axis=1))),
+        "editor_default": float(np.mean(result.request_rates[:, 0])),
+    }
+    for kind, value in truth.items():
+        for estimator in ("ips", "snips", "dr"):
+            low, high = by_kind[kind]["estimates"][estimator]["ci95"]
+            assert low <= value <= high, (kind, estimator, low, value, high)
     png = tmp_path / "regret.png"
     plot_regret(result, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
