@@ -40,7 +40,9 @@ def _token(text: str) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.6g}"
+    # Round float dust (cos 90° = 6e-17) to zero: VW's normalized updates scale by the
+    # largest value a feature has shown, and a 1e-17 one makes later updates explode.
+    return f"{0.0 if abs(value) < 1e-9 else value:.6g}"
 
 
 def feature_tokens(features: Mapping[str, Any]) -> list[str]:
@@ -51,7 +53,7 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     `CYCLIC_PERIODS` become their sine and cosine.
 
     >>> feature_tokens({"segment": "teen scifi", "hour": 6, "tags": ["dark", "face"]})
-    ['segment=teen_scifi', 'hour_sin:1', 'hour_cos:6.12323e-17', 'tags=dark', 'tags=face']
+    ['segment=teen_scifi', 'hour_sin:1', 'hour_cos:0', 'tags=dark', 'tags=face']
     """
     tokens: list[str] = []
     for key in sorted(features):

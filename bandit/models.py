@@ -100,3 +100,20 @@ class PolicySnapshot(LogBase):
     examples_learned: Mapped[int] = mapped_column(BigInteger, default=0)
     # Id of the last decision this model has seen (learned or skipped).
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Evaluation(LogBase):
+    """One offline evaluation of the log (all of it, or one slot or segment) and its result:
+    every compared policy's estimates, as `bandit.evaluation` produced them."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # None: the whole catalog / every segment.
+    slot: Mapped[str | None] = mapped_column(String(200), index=True)
+    segment: Mapped[str | None] = mapped_column(String(200))
+    since: Mapped[datetime | None] = mapped_column(DateTime)
+    until: Mapped[datetime | None] = mapped_column(DateTime)
+    events: Mapped[int] = mapped_column(Integer)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)

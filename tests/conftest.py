@@ -76,6 +76,7 @@ def _truncate(url: str) -> None:
                 "rewards",
                 "policy_snapshots",
                 "editors",
+                "evaluations",
             )
         )
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

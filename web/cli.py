@@ -11,6 +11,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -223,6 +225,308 @@ def _gunicorn(host: str, port: int, workers: int) -> None:
             return create_app()
 
     Server().run()
+
+
+def _log_filters(func: Any) -> Any:
+    for option in reversed(
+        (
+            click.option("--title", help="Only this title's decisions."),
+            click.option("--segment", help="Only decisions whose context segment is this."),
+            click.option("--since", type=click.DateTime(), help="From this UTC time on."),
+            click.option("--until", type=click.DateTime(), help="Before this UTC time."),
+        )
+    ):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.option(
+    "--dsjson",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the decision log to this file as VW DSJSON.",
+)
+@_log_filters
+def export(
+    path: Path,
+    title: str | None,
+    segment: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> None:
+    """Export the decision log (decisions whose reward window has closed, with their
+    rewards) as VW DSJSON lines."""
+    from bandit.dsjson import write_dsjson
+    from bandit.evaluation import logged_events
+    from bandit.learner import RewardConfig
+    from web.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+    partial = path.with_name(path.name + ".partial")
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session, partial.open("w", encoding="utf-8") as out:
+            written = write_dsjson(
+                logged_events(
+                    session, rewards, since=since, until=until, slot=title, segment=segment
+                ),
+                out,
+            )
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
+    finally:
+        engine.dispose()
+    # Written aside and moved into place, so a failed export never leaves half a file.
+    partial.replace(path)
+    click.echo(f"exported {written} decisions to {path}")
+
+
+@main.command()
+@click.option(
+    "--dsjson",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Evaluate this DSJSON file instead of the SQL log.",
+)
+@click.option(
+    "--vw-args",
+    "vw_args",
+    multiple=True,
+    help="A candidate VW argument set, trained progressively over the log (repeatable; "
+    "default: the configured KEYART_VW_ARGS).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_log_filters
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), help="Clip weights at this.")
+@click.option("--bootstrap", is_flag=True, help="Bootstrap intervals instead of normal ones.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--snapshot/--no-snapshot",
+    default=None,
+    help="Include the current policy snapshot (default: on for the SQL log, off for DSJSON).",
+)
+@click.option("--no-save", is_flag=True, help="Do not store the SQL log's evaluation.")
+@click.option(
+    "--each-title/--no-each-title",
+    default=True,
+    show_default=True,
+    help="With the whole SQL log, also store each title's share of the evaluation.",
+)
+def evaluate(
+    path: Path | None,
+    vw_args: tuple[str, ...],
+    as_json: bool,
+    title: str | None,
+    segment: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    clip: float | None,
+    bootstrap: bool,
+    seed: int,
+    snapshot: bool | None,
+    no_save: bool,
+    each_title: bool,
+) -> None:
+    """Estimate offline what the logged policy, uniform random, the editor's default, the
+    current snapshot and candidate VW settings earn on the logged traffic."""
+    import json
+
+    from bandit.dsjson import DsjsonError, read_dsjson
+    from bandit.evaluation import (
+        EvaluationConfig,
+        evaluate_dsjson,
+        evaluate_events,
+        jsonable,
+        logged_events,
+        save_evaluation,
+    )
+    from bandit.learner import RewardConfig
+    from bandit.snapshots import load_latest
+    from web.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    try:
+        config = EvaluationConfig(
+            candidates=vw_args or (settings.vw_args,),
+            clip=clip,
+            interval="bootstrap" if bootstrap else "normal",
+            seed=seed,
+        )
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    engine = make_engine(settings.database_url)
+    try:
+        if path is not None:
+            if title or segment or since or until:
+                raise click.ClickException("--title/--segment/--since/--until apply to the SQL log")
+            lines = read_dsjson(path)
+            policy = None
+            if snapshot:
+                with make_sessionmaker(engine)() as session:
+                    policy, found = load_latest(session, settings.vw_args)
+                    policy = policy if found else None
+            result = evaluate_dsjson(lines, config, policy)
+            result["source"] = str(path)
+        else:
+            with make_sessionmaker(engine)() as session:
+                rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+                events = list(
+                    logged_events(
+                        session, rewards, since=since, until=until, slot=title, segment=segment
+                    )
+                )
+                policy = None
+                if snapshot is not False:
+                    policy, found = load_latest(session, settings.vw_args)
+                    policy = policy if found else None
+                result = evaluate_events(
+                    events,
+                    config,
+                    policy,
+                    _default_artworks(session),
+                    by_slot=each_title and title is None,
+                )
+                result["source"] = "sql"
+                titles = result.pop("groups", {})
+                if not no_save:
+                    window = {"segment": segment, "since": since, "until": until}
+                    saved = save_evaluation(session, result, slot=title, **window)
+                    for slot, part in titles.items():
+                        part["source"] = "sql"
+                        part["scope"] = "this title's events; policies trained on the whole log"
+                        save_evaluation(session, part, slot=slot, **window)
+                    session.commit()
+                    result["evaluation_id"] = saved.id
+                    result["titles_saved"] = len(titles)
+    except (DsjsonError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps(jsonable(result), indent=2, default=str, allow_nan=False))
+        return
+    click.echo(_evaluation_table(result))
+
+
+def _default_artworks(session: Any) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from artwork.models import Title
+
+    return {
+        title_id: default
+        for title_id, default in session.execute(select(Title.id, Title.default_artwork_id))
+        if default
+    }
+
+
+def _evaluation_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['events']} events ({result['interval']} intervals"
+        + (f", weights clipped at {result['clip']:g}" if result.get("clip") else "")
+        + ")",
+        f"{'policy':<52} {'estimator':<10} {'value':>8}  {'95% interval':<19} {'ESS':>8}",
+    ]
+    for policy in result["policies"]:
+        for name, estimate in policy["estimates"].items():
+            lower, upper = estimate["ci95"]
+            lines.append(
+                f"{policy['name'][:52]:<52} {name:<10} {estimate['value']:>8.4f}  "
+                f"[{lower:>7.4f}, {upper:>7.4f}] {estimate['effective_sample_size']:>8.1f}"
+            )
+        if not policy["trustworthy"]:
+            lines.append(f"{'':<52} (few effective events: not to be trusted)")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option(
+    "--world",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A world file (.json or .toml); default: the world shipped with keyart.",
+)
+@click.option("--decisions", default=100_000, show_default=True, type=click.IntRange(min=10))
+@click.option("--vw-args", help="VW arguments for keyart's policy (default: KEYART_VW_ARGS).")
+@click.option(
+    "--database-url",
+    help="An empty database to log to (default: a temporary SQLite file).",
+)
+@click.option(
+    "--png",
+    default="simulation-regret.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the regret curve.",
+)
+@click.option("--seed", type=int, help="Traffic seed (default: the world's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def simulate(
+    world: Path | None,
+    decisions: int,
+    vw_args: str | None,
+    database_url: str | None,
+    png: Path,
+    seed: int | None,
+    as_json: bool,
+) -> None:
+    """Drive a synthetic world through keyart's real loop and compare it with baselines."""
+    import json
+    import shlex
+    import tempfile
+
+    from sqlalchemy import func, select
+
+    from bandit.models import Decision
+    from bandit.policy import Policy
+    from bandit.simulator import SimulationConfig, format_table, plot_regret
+    from bandit.simulator import simulate as run_simulation
+    from bandit.world import WorldError, load_world
+    from web.db import make_engine, make_sessionmaker, upgrade
+
+    settings = _settings()
+    try:
+        loaded = load_world(world)
+        config = SimulationConfig(
+            decisions=decisions, vw_args=vw_args or settings.vw_args, seed=seed
+        )
+        if "--cb_explore_adf" not in shlex.split(config.vw_args):
+            raise ValueError("--vw-args must include --cb_explore_adf")
+        Policy(config.vw_args)  # fail here, not mid-run, if VW rejects the arguments
+        if database_url and not database_url.startswith(("sqlite://", "postgresql")):
+            raise ValueError("--database-url must be an sqlite:/// or postgresql+psycopg:// URL")
+    except (WorldError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    except RuntimeError as error:
+        raise click.ClickException(f"VW rejected --vw-args: {error}") from None
+    with tempfile.TemporaryDirectory(prefix="keyart-simulate-") as tmp:
+        url = database_url or f"sqlite:///{tmp}/simulate.db"
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+            sessions = make_sessionmaker(engine)
+            with sessions() as session:
+                if session.scalar(select(func.count()).select_from(Decision)):
+                    raise click.ClickException(
+                        "the simulation database already holds decisions; give an empty one"
+                    )
+
+            def _progress(done: int) -> None:
+                if not as_json and done % 10_000 < config.learn_every:
+                    click.echo(f"  {done} decisions", err=True)
+
+            result = run_simulation(loaded, sessions, config, _progress)
+        finally:
+            engine.dispose()
+    plot_regret(result, png)
+    if as_json:
+        click.echo(json.dumps({"summary": result.summary(), "png": str(png)}, indent=2))
+        return
+    click.echo(format_table(result.summary()))
+    click.echo(f"regret curve: {png}")
 
 
 if __name__ == "__main__":

@@ -193,3 +193,39 @@ def title_report(title: Title) -> dict[str, Any]:
 @editor_required
 def report(title_id: str) -> Response:
     return jsonify(title_report(catalog.get_title(db(), title_id)))
+
+
+def evaluation_json(evaluation: Any) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    return {
+        "id": evaluation.id,
+        "created_at": evaluation.created_at.isoformat() + "Z",
+        "title": evaluation.slot,
+        "segment": evaluation.segment,
+        "since": evaluation.since.isoformat() + "Z" if evaluation.since else None,
+        "until": evaluation.until.isoformat() + "Z" if evaluation.until else None,
+        "events": evaluation.events,
+        **{k: v for k, v in evaluation.result.items() if k not in ("events",)},
+    }
+
+
+@bp.get("/evaluations/latest")
+@editor_required
+def latest_evaluations() -> Response:
+    """The newest stored offline evaluation of the whole catalog and, with `?title=`, of
+    that title (`keyart evaluate` stores them); null where none was run yet."""
+    from bandit.evaluation import latest_evaluation
+
+    title = request.args.get("title")
+    segment = request.args.get("segment")
+    for name, value in (("title", title), ("segment", segment)):
+        if value is not None and not 0 < len(value) <= 200:
+            raise ApiError(422, "invalid_request", f"{name}: 1 to 200 characters")
+    session = db()
+    out: dict[str, Any] = {"catalog": evaluation_json(latest_evaluation(session, None, segment))}
+    if title is not None:
+        if session.get(Title, title) is None:
+            raise ApiError(404, "unknown_title", f"no title {title!r}")
+        out["title"] = evaluation_json(latest_evaluation(session, title, segment))
+    return jsonify(out)

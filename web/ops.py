@@ -163,6 +163,21 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _answer("Snapshot")},
             }
         },
+        "/api/v1/evaluations/latest": {
+            "get": {
+                "summary": "The newest offline evaluation of the catalog and of one title",
+                "security": EDITOR,
+                "parameters": [
+                    {"name": "title", "in": "query", "schema": {"type": "string"}},
+                    {"name": "segment", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _answer("Evaluations (null where none was run)"),
+                    "404": _answer("Unknown title"),
+                    **ERRORS,
+                },
+            }
+        },
         "/media/{key}": {
             "get": {
                 "summary": "Rendition bytes (immutable)",

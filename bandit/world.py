@@ -1,0 +1,148 @@
+"""The simulator's synthetic world: segments and devices of viewers, titles with artwork
+variants described by image-like traits, and the ground-truth click model. A world is a JSON
+or TOML file users can edit; `load_world` validates it and names any wrong field."""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Trait = bool | int | float | str
+
+
+class WorldError(ValueError):
+    """The world file is unreadable or invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Audience(_Strict):
+    """A kind of viewer (a segment, or a device) and how much it likes each trait.
+
+    `prefers` maps a trait name (numeric or boolean trait: added times its value) or
+    `name=value` (categorical trait: added when the variant has that value) to a change in
+    the click logit.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    weight: float = Field(gt=0, description="share of traffic, relative to the others")
+    prefers: dict[str, float] = Field(default_factory=dict)
+
+
+class Variant(_Strict):
+    id: str = Field(min_length=1, max_length=64)
+    traits: dict[str, Trait] = Field(default_factory=dict)
+    # A change in the click logit every viewer sees: a simply better (or worse) image.
+    appeal: float = 0.0
+
+
+class WorldTitle(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    genres: list[str] = Field(default_factory=list)
+    base_rate: float = Field(gt=0, lt=1, description="click rate of a neutral variant")
+    weight: float = Field(default=1.0, gt=0)
+    default: int = Field(default=0, ge=0, description="index of the editor's default variant")
+    variants: list[Variant] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldTitle:
+        if self.default >= len(self.variants):
+            raise ValueError(f"default: {self.default} is not a variant index")
+        ids = [v.id for v in self.variants]
+        if len(set(ids)) != len(ids):
+            raise ValueError("variants: ids must be unique within a title")
+        return self
+
+
+class World(_Strict):
+    seed: int = 0
+    segments: list[Audience] = Field(min_length=1)
+    devices: list[Audience] = Field(min_length=1)
+    countries: list[str] = Field(default_factory=lambda: ["US"], min_length=1)
+    titles: list[WorldTitle] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> World:
+        for field, names in (
+            ("titles", [t.id for t in self.titles]),
+            ("segments", [s.name for s in self.segments]),
+            ("devices", [d.name for d in self.devices]),
+        ):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field}: names must be unique")
+        return self
+
+    def click_rates(self) -> np.ndarray:
+        """True click probability, shape (segments, devices, titles, max variants); variants
+        a title does not have are NaN."""
+        most = max(len(t.variants) for t in self.titles)
+        rates = np.full((len(self.segments), len(self.devices), len(self.titles), most), np.nan)
+        for s, segment in enumerate(self.segments):
+            for d, device in enumerate(self.devices):
+                for t, title in enumerate(self.titles):
+                    base = math.log(title.base_rate / (1 - title.base_rate))
+                    for v, variant in enumerate(title.variants):
+                        logit = (
+                            base
+                            + variant.appeal
+                            + _liking(segment.prefers, variant.traits)
+                            + _liking(device.prefers, variant.traits)
+                        )
+                        rates[s, d, t, v] = 1 / (1 + math.exp(-logit))
+        return rates
+
+
+def _liking(prefers: Mapping[str, float], traits: Mapping[str, Trait]) -> float:
+    total = 0.0
+    for key, weight in prefers.items():
+        name, sep, wanted = key.partition("=")
+        value = traits.get(name)
+        if sep:
+            total += weight * (str(value).lower() == wanted.lower() if value is not None else 0)
+        elif isinstance(value, int | float):  # booleans count as 0 or 1
+            total += weight * float(value)
+    return total
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "world"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_world(data: Any) -> World:
+    try:
+        return World.model_validate(data)
+    except ValidationError as error:
+        raise WorldError(f"invalid world: {_describe(error)}") from None
+
+
+def load_world(path: Path | str | None = None) -> World:
+    """The world in `path` (.json or .toml), or the default world shipped with keyart."""
+    if path is None:
+        text = resources.files("bandit").joinpath("worlds/default.json").read_text()
+        return parse_world(json.loads(text))
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise WorldError(f"cannot read world file {path}: {error.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise WorldError(
+            f"world file {path} is not valid {path.suffix[1:] or 'JSON'}: {error}"
+        ) from None
+    return parse_world(data)
