@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Flask, g
 
-from artwork.ingest import IngestLimits
 from artwork.store import BlobStore
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
@@ -44,7 +43,7 @@ def create_app(
         store=BlobStore(settings.media_dir),
         policy=policy,
         rewards=RewardConfig(dict(settings.reward_values), settings.reward_wait),
-        limits=IngestLimits(max_bytes=settings.max_upload_bytes),
+        limits=settings.ingest_limits,
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
     )

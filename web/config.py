@@ -14,7 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from artwork.renditions import DEFAULT_PRESETS, Preset
+from artwork.embedding import BACKBONES
+from artwork.ingest import IngestLimits
+from artwork.pipeline import PipelineConfig
+from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
 
 DEFAULT_VW_ARGS = "--cb_explore_adf --epsilon 0.1 -q ua -q ta --quiet"
 
@@ -43,6 +46,13 @@ class Settings:
     reward_values: Mapping[str, float] = field(
         default_factory=lambda: {"click": 1.0, "play": 1.0, "impression": 0.0}
     )
+    # Uploads over this many pixels (from the header) or with a shorter side are refused.
+    max_pixels: int = 50_000_000
+    min_side: int = 200
+    # An operator-provided torchvision state dict; its backbone's embedding is stored per
+    # variant. None: no embedding.
+    embedding_weights: Path | None = None
+    embedding_backbone: str = "resnet18"
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -59,9 +69,41 @@ class Settings:
             raise ConfigError("KEYART_POLICY_POLL must be a positive number of seconds")
         if "--cb_explore_adf" not in shlex.split(self.vw_args):
             raise ConfigError("KEYART_VW_ARGS must include --cb_explore_adf")
+        if self.max_pixels <= 0:
+            raise ConfigError("KEYART_MAX_PIXELS must be a positive number of pixels")
+        if not 1 <= self.min_side <= 10_000 or self.min_side**2 > self.max_pixels:
+            raise ConfigError(
+                "KEYART_MIN_SIDE must be a positive number of pixels, its square within "
+                "KEYART_MAX_PIXELS"
+            )
+        if self.embedding_backbone not in BACKBONES:
+            raise ConfigError(
+                f"KEYART_EMBEDDING_BACKBONE must be one of {', '.join(sorted(BACKBONES))}, "
+                f"got {self.embedding_backbone!r}"
+            )
+        if self.embedding_weights is not None and not Path(self.embedding_weights).is_file():
+            raise ConfigError(
+                f"KEYART_EMBEDDING_WEIGHTS names {str(self.embedding_weights)!r}, "
+                "which is not a readable file"
+            )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         return replace(self, **overrides)
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits(
+            max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels, min_side=self.min_side
+        )
+
+    def pipeline_config(self) -> PipelineConfig:
+        """How uploads are decoded, rendered and measured under these settings."""
+        return PipelineConfig(
+            presets=self.presets,
+            limits=self.ingest_limits,
+            embedding_weights=self.embedding_weights,
+            embedding_backbone=self.embedding_backbone,
+        )
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -72,6 +114,28 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _presets(env: Mapping[str, str]) -> tuple[Preset, ...]:
+    raw = env.get("KEYART_PRESETS", "")
+    if not raw.strip():
+        return DEFAULT_PRESETS
+    try:
+        return parse_presets(raw)
+    except ValueError as error:
+        raise ConfigError(
+            f"KEYART_PRESETS: {error} (expected e.g. 'boxart=2:3@342,684;square=1:1@400')"
+        ) from None
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
@@ -115,4 +179,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=int(_number(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
         policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),
         learn_interval_seconds=_number(env, "KEYART_LEARN_INTERVAL", 10.0),
+        presets=_presets(env),
+        max_pixels=_integer(env, "KEYART_MAX_PIXELS", 50_000_000),
+        min_side=_integer(env, "KEYART_MIN_SIDE", 200),
+        embedding_weights=Path(env["KEYART_EMBEDDING_WEIGHTS"])
+        if env.get("KEYART_EMBEDDING_WEIGHTS")
+        else None,
+        embedding_backbone=env.get("KEYART_EMBEDDING_BACKBONE") or "resnet18",
     )

@@ -32,7 +32,7 @@ def artwork_json(artwork: Artwork) -> dict[str, Any]:
         "focus": (
             {"x": artwork.focus_x, "y": artwork.focus_y} if artwork.focus_x is not None else None
         ),
-        "original": f"/media/{artwork.original_key}",
+        "placeholder": artwork.placeholder,
         "renditions": [
             {
                 "preset": r.preset,
@@ -119,8 +119,7 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         rt.store,
         title_id,
         Upload(data=data, label=label, tags=tags, focus=_focus()),
-        limits=rt.limits,
-        presets=rt.settings.presets,
+        config=rt.settings.pipeline_config(),
     )
     session.commit()
     return jsonify(artwork_json(artwork)), 201
