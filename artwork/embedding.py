@@ -5,6 +5,7 @@ dropped; the pooled features, L2-normalised, are the embedding.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Embedder:
         try:
             # weights_only: a weights file is data; it must not be able to run code.
             state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError) as error:
+        except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
             raise EmbeddingError(f"cannot read {weights}: {error}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]

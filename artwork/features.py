@@ -23,6 +23,9 @@ from artwork.faces import Face
 FEATURES_VERSION = 2
 
 HUES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+# Where each named hue ends, in degrees (red wraps around 0); the names are not evenly
+# spaced around the circle, so neither are these.
+_HUE_ENDS = (15.0, 45.0, 70.0, 160.0, 200.0, 260.0, 300.0, 345.0)
 
 # Statistics are taken on this square: enough for colour and edges, cheap for a batch.
 SIDE = 256
@@ -86,7 +89,7 @@ def pixel_statistics(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
         / 6.0
     )
     coloured = (saturation > 0.25) & (value > 0.2) & (chroma > 0)
-    bins = (hue * len(HUES)).long().clamp(0, len(HUES) - 1)
+    bins = torch.bucketize(hue * 360.0, torch.tensor(_HUE_ENDS), right=True) % len(HUES)
     histogram = (F.one_hot(bins, len(HUES)).float() * coloured.unsqueeze(-1).float()).sum((1, 2))
 
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
