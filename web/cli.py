@@ -237,21 +237,25 @@ def artwork_reprocess(batch_size: int) -> None:
     settings = _settings()
     config = settings.pipeline_config()
     store = BlobStore(settings.media_dir)
-    sessions = make_sessionmaker(make_engine(settings.database_url))
-    with sessions() as session:
-        pending = stale_artworks(session, config)
-    if not pending:
-        click.echo("every variant is up to date")
-        return
-    failed: dict[str, str] = {}
-    with click.progressbar(length=len(pending), label="reprocessing", show_pos=True) as bar:
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            with sessions() as session:
-                result = reprocess(session, store, chunk, config)
-                session.commit()
-            failed.update(result.failed)
-            bar.update(len(chunk))
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session:
+            pending = stale_artworks(session, config)
+        if not pending:
+            click.echo("every variant is up to date")
+            return
+        failed: dict[str, str] = {}
+        with click.progressbar(length=len(pending), label="reprocessing", show_pos=True) as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                with sessions() as session:
+                    result = reprocess(session, store, chunk, config)
+                    session.commit()
+                failed.update(result.failed)
+                bar.update(len(chunk))
+    finally:
+        engine.dispose()
     for artwork_id, reason in failed.items():
         click.echo(f"  {artwork_id}: {reason}", err=True)
     click.echo(f"reprocessed {len(pending) - len(failed)} variants, {len(failed)} failed")
