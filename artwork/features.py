@@ -90,7 +90,9 @@ def pixel_statistics(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
     )
     coloured = (saturation > 0.25) & (value > 0.2) & (chroma > 0)
     bins = torch.bucketize(hue * 360.0, torch.tensor(_HUE_ENDS), right=True) % len(HUES)
-    histogram = (F.one_hot(bins, len(HUES)).float() * coloured.unsqueeze(-1).float()).sum((1, 2))
+    histogram = torch.zeros(len(images), len(HUES)).scatter_add_(
+        1, bins.flatten(1), coloured.flatten(1).float()
+    )
 
     sobel_x = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
     kernels = torch.stack([sobel_x, sobel_x.T]).unsqueeze(1)
@@ -99,7 +101,7 @@ def pixel_statistics(images: Sequence[Image.Image]) -> list[dict[str, Any]]:
     edge_density = (magnitude > EDGE_THRESHOLD / 4).float().flatten(1).mean(1)
 
     levels = (flat_luma * 255).round().long().clamp(0, 255)
-    counts = F.one_hot(levels, 256).sum(1).float()
+    counts = torch.zeros(len(images), 256).scatter_add_(1, levels, torch.ones_like(flat_luma))
     p = counts / counts.sum(1, keepdim=True)
     entropy = -(p * torch.log2(p.clamp_min(1e-12))).sum(1) / 8.0
 

@@ -106,9 +106,14 @@ def placeholder_of(image: Image.Image, renditions: Sequence[RenderedImage]) -> d
     """A dominant colour for the whole picture, and a blurhash per preset of what that
     preset actually shows (each crop differs)."""
     hashes: dict[str, str] = {}
+    by_aspect: dict[float, str] = {}
     for rendered in renditions:
         if rendered.preset not in hashes and rendered.fitted is not None:
-            hashes[rendered.preset] = blurhash_of(rendered.fitted)
+            # Presets of one aspect show the same crop: one hash serves them all.
+            aspect = round(rendered.width / rendered.height, 3)
+            if aspect not in by_aspect:
+                by_aspect[aspect] = blurhash_of(rendered.fitted)
+            hashes[rendered.preset] = by_aspect[aspect]
     return {"color": dominant_colour(image), "blurhash": hashes}
 
 

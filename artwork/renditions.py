@@ -150,18 +150,27 @@ def render(
     focus: tuple[float, float] = (0.5, 0.5),
     formats: Sequence[str] = FORMATS,
 ) -> list[RenderedImage]:
-    out = []
-    for preset in presets:
-        fitted = crop_to(image, preset, focus)
-        for fmt in formats:
-            out.append(
-                RenderedImage(
-                    preset.name,
-                    fmt,
-                    preset.width,
-                    preset.height,
-                    encode(fitted, fmt),
-                    fitted,
-                )
-            )
-    return out
+    """Every preset in every format. Presets of one aspect ratio share one crop: the largest
+    is cut from `image` around `focus`, the smaller ones are scaled from it, which is the
+    same picture for a fraction of the resampling work."""
+    fitted: dict[str, Image.Image] = {}
+    largest_of_aspect: dict[float, Image.Image] = {}
+    for preset in sorted(presets, key=lambda p: p.width * p.height, reverse=True):
+        aspect = round(preset.width / preset.height, 3)
+        source = largest_of_aspect.get(aspect)
+        if source is None:
+            fitted[preset.name] = largest_of_aspect[aspect] = crop_to(image, preset, focus)
+        else:
+            fitted[preset.name] = crop_to(source, preset, (0.5, 0.5))
+    return [
+        RenderedImage(
+            preset.name,
+            fmt,
+            preset.width,
+            preset.height,
+            encode(fitted[preset.name], fmt),
+            fitted[preset.name],
+        )
+        for preset in presets
+        for fmt in formats
+    ]
