@@ -143,7 +143,7 @@ def demo() -> None:
                         store,
                         title.id,
                         catalog.Upload(variant.jpeg, variant.label, variant.tags),
-                        presets=settings.presets,
+                        config=settings.pipeline_config(),
                     )
                 except ArtworkError as error:
                     raise click.ClickException(f"{title.id}: {error.message}") from None

@@ -88,6 +88,11 @@ def test_reprocess_rebuilds_renditions_and_resumes(
         (decision,) = response.json["decisions"]
         assert decision["image"]["width"] == decision["image"]["height"] == 120
         assert decision["placeholder"]["blurhash"]
+        # Without boxart-342 among the presets, a request naming none gets the first one.
+        response = new.test_client().post(
+            "/api/v1/decisions", json={"titles": ["show"], "context": {}}
+        )
+        assert response.json["decisions"][0]["image"]["width"] == 200
     finally:
         runtime(new).policy.stop()
         runtime(new).engine.dispose()
