@@ -120,6 +120,11 @@ def _apply(
     artwork.features = processed.features
     artwork.placeholder = processed.placeholder
     artwork.embedding = processed.embedding
+    artwork.crop = {
+        "x": processed.focus[0],
+        "y": processed.focus[1],
+        "source": processed.focus_source,
+    }
     artwork.processed_with = config.fingerprint
     artwork.renditions = [
         Rendition(

@@ -74,6 +74,8 @@ class Artwork(CatalogBase):
     placeholder: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The backbone's unit vector, when the operator configured one (not an action feature).
     embedding: Mapped[list[float] | None] = mapped_column(JSON)
+    # Where the crops are centred and why: {"x", "y", "source": editor|faces|saliency}.
+    crop: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The pipeline fingerprint these renditions and features were made with (see reprocess).
     processed_with: Mapped[str | None] = mapped_column(String(32))
 

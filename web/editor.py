@@ -33,6 +33,7 @@ def artwork_json(artwork: Artwork) -> dict[str, Any]:
             {"x": artwork.focus_x, "y": artwork.focus_y} if artwork.focus_x is not None else None
         ),
         "placeholder": artwork.placeholder,
+        "crop": artwork.crop,
         "renditions": [
             {
                 "preset": r.preset,

@@ -145,6 +145,12 @@ def test_focus_is_validated_and_kept(
     good = upload(client, editor_headers, title, data, focus_x="0.5", focus_y="1")
     assert good.status_code == 201
     assert good.json["focus"] == {"x": 0.5, "y": 1.0}
+    assert good.json["crop"] == {"x": 0.5, "y": 1.0, "source": "editor"}
+    # Without a focal point, the crop follows the astronaut's face.
+    flipped = samples.encoded(samples.astronaut().transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")
+    auto = upload(client, editor_headers, title, flipped)
+    assert auto.status_code == 201, auto.json
+    assert auto.json["crop"]["source"] == "faces" and auto.json["crop"]["y"] < 0.35
 
 
 def _noise(side: int) -> Image.Image:
