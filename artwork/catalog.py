@@ -4,7 +4,7 @@ store) it works in; the caller owns the transaction."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import imagehash
@@ -57,6 +57,9 @@ def get_artwork(session: Session, artwork_id: str) -> Artwork:
     return artwork
 
 
+PipelineRunner = Callable[[bytes, PipelineConfig, "tuple[float, float] | None"], Processed]
+
+
 def add_artwork(
     session: Session,
     store: BlobStore,
@@ -66,19 +69,26 @@ def add_artwork(
     limits: IngestLimits | None = None,
     presets: Sequence[Preset] = DEFAULT_PRESETS,
     config: PipelineConfig | None = None,
+    runner: PipelineRunner | None = None,
 ) -> Artwork:
     """Decode, check, render and store one uploaded variant of a title.
 
-    `config` (else `limits` and `presets`) says how. Refuses an upload that is the same
-    picture as a variant the title already has, before rendering anything.
+    `config` (else `limits` and `presets`) says how; `runner`, when given, runs the pipeline
+    (e.g. in a child process), else it runs here. Refuses an upload that is the same picture
+    as a variant the title already has.
     """
     config = config or PipelineConfig(tuple(presets), limits or IngestLimits())
     title = get_title(session, title_id)
     digest = hashlib.sha256(upload.data).hexdigest()
     _refuse_duplicate(title, digest, None)
-    prepared = prepare(upload.data, config, upload.focus)
-    _refuse_duplicate(title, digest, prepared.phash)
-    (processed,) = finish([prepared], config)
+    if runner is None:
+        prepared = prepare(upload.data, config, upload.focus)
+        # Here the near-duplicate check can come before any rendering.
+        _refuse_duplicate(title, digest, prepared.phash)
+        (processed,) = finish([prepared], config)
+    else:
+        processed = runner(upload.data, config, upload.focus)
+        _refuse_duplicate(title, digest, processed.phash)
     artwork = Artwork(
         title_id=title.id,
         status="active",

@@ -53,6 +53,10 @@ class Settings:
     # variant. None: no embedding.
     embedding_weights: Path | None = None
     embedding_backbone: str = "resnet18"
+    # Uploads are processed in a child process (so a web worker never loads torch, and a
+    # decoder crash or hang costs the child), given this many seconds before they are refused.
+    isolate_pipeline: bool = True
+    pipeline_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -76,6 +80,8 @@ class Settings:
                 "KEYART_MIN_SIDE must be a positive number of pixels, its square within "
                 "KEYART_MAX_PIXELS"
             )
+        if self.pipeline_timeout <= 0:
+            raise ConfigError("KEYART_PIPELINE_TIMEOUT must be a positive number of seconds")
         if self.embedding_backbone not in BACKBONES:
             raise ConfigError(
                 f"KEYART_EMBEDDING_BACKBONE must be one of {', '.join(sorted(BACKBONES))}, "
@@ -138,6 +144,17 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
     """KEYART_SECRET_KEY, or one generated once and kept in the var directory."""
     key = env.get("KEYART_SECRET_KEY", "")
@@ -186,4 +203,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("KEYART_EMBEDDING_WEIGHTS")
         else None,
         embedding_backbone=env.get("KEYART_EMBEDDING_BACKBONE") or "resnet18",
+        isolate_pipeline=_flag(env, "KEYART_PIPELINE_ISOLATION", True),
+        pipeline_timeout=_number(env, "KEYART_PIPELINE_TIMEOUT", 60.0),
     )

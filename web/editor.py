@@ -121,6 +121,7 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         title_id,
         Upload(data=data, label=label, tags=tags, focus=_focus()),
         config=rt.settings.pipeline_config(),
+        runner=rt.pipeline,
     )
     session.commit()
     return jsonify(artwork_json(artwork)), 201

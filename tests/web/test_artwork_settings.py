@@ -21,6 +21,9 @@ def test_defaults(tmp_path: Path) -> None:
     limits = settings.ingest_limits
     assert (limits.max_bytes, limits.max_pixels, limits.min_side) == (25 << 20, 50_000_000, 200)
     assert settings.pipeline_config().embedding_weights is None
+    assert settings.isolate_pipeline and settings.pipeline_timeout == 60
+    inline = load_settings(_env(tmp_path, KEYART_PIPELINE_ISOLATION="0"))
+    assert not inline.isolate_pipeline
 
 
 def test_presets_from_the_environment(tmp_path: Path) -> None:
@@ -43,6 +46,8 @@ def test_presets_from_the_environment(tmp_path: Path) -> None:
         ("KEYART_MIN_SIDE", "9000"),
         ("KEYART_EMBEDDING_WEIGHTS", "/no/such/weights.pt"),
         ("KEYART_EMBEDDING_BACKBONE", "vit_h_14"),
+        ("KEYART_PIPELINE_ISOLATION", "maybe"),
+        ("KEYART_PIPELINE_TIMEOUT", "0"),
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, name: str, value: str) -> None:
