@@ -178,3 +178,15 @@ def test_large_jpeg_is_decoded_only_as_large_as_the_presets_need() -> None:
     # billboard-1920 needs 1920×1080 and boxart-684 needs 1026 rows: 1/2 scale covers both.
     width, height = decoded.image.size
     assert 1920 <= width <= 3000 and 1080 <= height <= 2000
+
+
+def test_embedded_icc_profile_is_converted_and_a_broken_one_ignored() -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = Image.new("RGB", (300, 300), (200, 60, 30))
+    for icc in (srgb, b"not a profile at all"):
+        decoded = decode(samples.encoded(source, "PNG", icc_profile=icc), LIMITS).image
+        assert "icc_profile" not in decoded.info
+        got = decoded.getpixel((150, 150))
+        assert max(abs(a - b) for a, b in zip(got, (200, 60, 30), strict=True)) <= 2
