@@ -150,6 +150,9 @@ def decode(data: bytes, limits: IngestLimits, presets: Sequence[Preset] = ()) ->
         ValueError,
         EOFError,
         struct.error,
+        # libavif reports undecodable planes as RuntimeError; a lying header as MemoryError.
+        RuntimeError,
+        MemoryError,
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as error:

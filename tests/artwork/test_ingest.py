@@ -190,3 +190,32 @@ def test_embedded_icc_profile_is_converted_and_a_broken_one_ignored() -> None:
         assert "icc_profile" not in decoded.info
         got = decoded.getpixel((150, 150))
         assert max(abs(a - b) for a, b in zip(got, (200, 60, 30), strict=True)) <= 2
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "AVIF"])
+def test_corrupted_files_fail_cleanly_or_decode(fmt: str) -> None:
+    """Flip, cut and splice bytes of a valid file: decoding either works or raises one of
+    keyart's own errors (a 4xx), never anything that would be a 500."""
+    import random
+
+    from artwork.errors import ArtworkError
+
+    image = samples.scene(seed=13).resize((240, 360))
+    valid = samples.encoded(image, fmt)
+    rng = random.Random(fmt)
+    for _ in range(60):
+        data = bytearray(valid)
+        kind = rng.choice(("flip", "cut", "splice"))
+        if kind == "flip":
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(4, len(data))] = rng.randrange(256)
+        elif kind == "cut":
+            data = data[: rng.randrange(12, len(data))]
+        else:
+            start = rng.randrange(12, len(data))
+            data[start:start] = rng.randbytes(rng.randint(1, 64))
+        try:
+            decoded = decode(bytes(data), IngestLimits(min_side=16))
+        except ArtworkError:
+            continue
+        assert decoded.image.mode == "RGB"
