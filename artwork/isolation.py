@@ -9,6 +9,7 @@ carry its threads and connections) and kept for the next upload.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import multiprocessing
 import os
 import threading
@@ -16,8 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
+from artwork.embedding import EmbeddingError
 from artwork.errors import ArtworkError, BadImage
 from artwork.pipeline import PipelineConfig, Processed, process
+
+log = logging.getLogger(__name__)
 
 # A 50-megapixel upload takes a few seconds on one core; a minute is a hang.
 DEFAULT_TIMEOUT = 60.0
@@ -32,6 +36,13 @@ def _process_in_child(
         # Sent back as plain values: the exception classes take two arguments, which
         # pickling an exception would not pass back.
         return type(error).__name__, error.code, error.message
+    except EmbeddingError:
+        raise  # the operator's weights file, not the upload: a server error, with its reason
+    except Exception:
+        # Whatever else a hostile file provokes in a decoder or OpenCV is still about that
+        # file: refuse it (422), and leave the traceback in the log for us.
+        log.exception("the artwork pipeline failed on an upload")
+        return "BadImage", "unprocessable_image", "the image could not be processed"
     # The fitted images were only needed for placeholders, already drawn; don't ship them.
     renditions = [dataclasses.replace(r, fitted=None) for r in processed.renditions]
     return dataclasses.replace(processed, renditions=renditions)

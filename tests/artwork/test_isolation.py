@@ -43,3 +43,22 @@ def test_a_hang_is_cut_off_and_the_next_upload_still_works() -> None:
         assert runner(data, CONFIG, None).width == 800
     finally:
         runner.close()
+
+
+def test_anything_else_a_file_provokes_is_refused_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import cv2
+
+    from artwork import isolation
+
+    def decoder_blows_up(*_: object) -> None:
+        raise cv2.error("OpenCV(4.x) something deep inside")
+
+    monkeypatch.setattr(isolation, "process", decoder_blows_up)
+    assert isolation._process_in_child(b"...", CONFIG, None) == (
+        "BadImage",
+        "unprocessable_image",
+        "the image could not be processed",
+    )
+    assert "pipeline failed" in caplog.text
