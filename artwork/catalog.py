@@ -4,18 +4,18 @@ store) it works in; the caller owns the transaction."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import imagehash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from artwork.errors import Conflict, NotFound
-from artwork.features import image_features
-from artwork.ingest import EXTENSIONS, IngestLimits, decode, sniff
+from artwork.errors import ArtworkError, Conflict, NotFound
+from artwork.ingest import EXTENSIONS, IngestLimits
 from artwork.models import STATUSES, Artwork, Rendition, Title
-from artwork.renditions import DEFAULT_PRESETS, Preset, render
+from artwork.pipeline import PipelineConfig, Prepared, Processed, finish, prepare
+from artwork.renditions import DEFAULT_PRESETS, Preset
 from artwork.store import BlobStore
 
 # Perceptual hashes this close (of 64 bits) are the same picture re-encoded or resized.
@@ -57,6 +57,9 @@ def get_artwork(session: Session, artwork_id: str) -> Artwork:
     return artwork
 
 
+PipelineRunner = Callable[[bytes, PipelineConfig, "tuple[float, float] | None"], Processed]
+
+
 def add_artwork(
     session: Session,
     store: BlobStore,
@@ -65,54 +68,138 @@ def add_artwork(
     *,
     limits: IngestLimits | None = None,
     presets: Sequence[Preset] = DEFAULT_PRESETS,
+    config: PipelineConfig | None = None,
+    runner: PipelineRunner | None = None,
 ) -> Artwork:
     """Decode, check, render and store one uploaded variant of a title.
 
-    Refuses an upload that is the same picture as a variant the title already has.
+    `config` (else `limits` and `presets`) says how; `runner`, when given, runs the pipeline
+    (e.g. in a child process), else it runs here. Refuses an upload that is the same picture
+    as a variant the title already has.
     """
+    config = config or PipelineConfig(tuple(presets), limits or IngestLimits())
     title = get_title(session, title_id)
-    image = decode(upload.data, limits or IngestLimits())
     digest = hashlib.sha256(upload.data).hexdigest()
-    phash = imagehash.phash(image)
-    for existing in title.artworks:
-        if existing.original_key.startswith(digest) or (
-            imagehash.hex_to_hash(existing.phash) - phash <= NEAR_DUPLICATE_BITS
-        ):
-            raise Conflict(
-                "duplicate_artwork",
-                f"this image is the same as artwork {existing.id} of title {title_id!r}",
-            )
-    focus = upload.focus or (0.5, 0.5)
+    _refuse_duplicate(title, digest, None)
+    if runner is None:
+        prepared = prepare(upload.data, config, upload.focus)
+        # Here the near-duplicate check can come before any rendering.
+        _refuse_duplicate(title, digest, prepared.phash)
+        (processed,) = finish([prepared], config)
+    else:
+        processed = runner(upload.data, config, upload.focus)
+        _refuse_duplicate(title, digest, processed.phash)
     artwork = Artwork(
         title_id=title.id,
         status="active",
         label=upload.label,
         tags=list(upload.tags),
-        features=image_features(image),
-        original_key=store.put(upload.data, EXTENSIONS[sniff(upload.data)]),
-        phash=str(phash),
-        width=image.width,
-        height=image.height,
+        original_key=store.put_original(upload.data, EXTENSIONS[processed.format]),
+        phash=str(processed.phash),
+        width=processed.width,
+        height=processed.height,
         focus_x=upload.focus[0] if upload.focus else None,
         focus_y=upload.focus[1] if upload.focus else None,
     )
-    for rendered in render(image, presets, focus):
-        artwork.renditions.append(
-            Rendition(
-                preset=rendered.preset,
-                format=rendered.format,
-                width=rendered.width,
-                height=rendered.height,
-                key=store.put(rendered.data, rendered.format),
-                size=len(rendered.data),
-            )
-        )
+    _apply(artwork, processed, store, config)
     session.add(artwork)
     session.flush()
     if title.default_artwork_id is None:
         # The first variant is the fallback until an editor names another.
         title.default_artwork_id = artwork.id
     return artwork
+
+
+def _refuse_duplicate(title: Title, digest: str, phash: imagehash.ImageHash | None) -> None:
+    for existing in title.artworks:
+        same = existing.original_key.startswith(digest) or (
+            phash is not None
+            and imagehash.hex_to_hash(existing.phash) - phash <= NEAR_DUPLICATE_BITS
+        )
+        if same:
+            raise Conflict(
+                "duplicate_artwork",
+                f"this image is the same as artwork {existing.id} of title {title.id!r}",
+            )
+
+
+def _apply(
+    artwork: Artwork, processed: Processed, store: BlobStore, config: PipelineConfig
+) -> None:
+    """Give `artwork` the renditions, features and placeholder the pipeline made."""
+    artwork.features = processed.features
+    artwork.placeholder = processed.placeholder
+    artwork.embedding = processed.embedding
+    artwork.crop = {
+        "x": processed.focus[0],
+        "y": processed.focus[1],
+        "source": processed.focus_source,
+    }
+    artwork.processed_with = config.fingerprint
+    artwork.renditions = [
+        Rendition(
+            preset=rendered.preset,
+            format=rendered.format,
+            width=rendered.width,
+            height=rendered.height,
+            key=store.put(rendered.data, rendered.format),
+            size=len(rendered.data),
+        )
+        for rendered in processed.renditions
+    ]
+
+
+def stale_artworks(session: Session, config: PipelineConfig) -> list[str]:
+    """Ids of the variants not yet processed with `config`, oldest first."""
+    fingerprint = config.fingerprint
+    query = (
+        select(Artwork.id)
+        .where((Artwork.processed_with != fingerprint) | Artwork.processed_with.is_(None))
+        .order_by(Artwork.created_at, Artwork.id)
+    )
+    return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class ReprocessResult:
+    done: list[str]
+    failed: dict[str, str]
+
+
+def reprocess(
+    session: Session, store: BlobStore, artwork_ids: Sequence[str], config: PipelineConfig
+) -> ReprocessResult:
+    """Rebuild renditions, features and placeholders of these variants from their originals,
+    features computed as one batch. Flushes; the caller commits, so a batch is all or none.
+
+    A variant whose original is missing or no longer passes ingest is left as it was and
+    reported in `failed`, with the reason.
+    """
+    failed: dict[str, str] = {}
+    batch: list[tuple[Artwork, Prepared]] = []
+    for artwork_id in artwork_ids:
+        artwork = get_artwork(session, artwork_id)
+        data = store.read_original(artwork.original_key)
+        if data is None:
+            failed[artwork.id] = f"original {artwork.original_key} is missing"
+            continue
+        focus = (
+            (artwork.focus_x, artwork.focus_y)
+            if artwork.focus_x is not None and artwork.focus_y is not None
+            else None
+        )
+        try:
+            batch.append((artwork, prepare(data, config, focus)))
+        except ArtworkError as error:
+            failed[artwork.id] = error.message
+    processed = finish([prepared for _, prepared in batch], config)
+    for (artwork, _), result in zip(batch, processed, strict=True):
+        # Old rows go first: (artwork, preset, format) is unique.
+        artwork.renditions.clear()
+        session.flush()
+        _apply(artwork, result, store, config)
+    session.flush()
+    return ReprocessResult([artwork.id for artwork, _ in batch], failed)
 
 
 def update_artwork(

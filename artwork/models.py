@@ -70,6 +70,14 @@ class Artwork(CatalogBase):
     focus_x: Mapped[float | None] = mapped_column(Float)
     focus_y: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # What a UI paints before the image arrives: {"color": "#rrggbb", "blurhash": {preset: …}}.
+    placeholder: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The backbone's unit vector, when the operator configured one (not an action feature).
+    embedding: Mapped[list[float] | None] = mapped_column(JSON)
+    # Where the crops are centred and why: {"x", "y", "source": editor|faces|saliency}.
+    crop: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The pipeline fingerprint these renditions and features were made with (see reprocess).
+    processed_with: Mapped[str | None] = mapped_column(String(32))
 
     title: Mapped[Title] = relationship(back_populates="artworks", lazy="joined")
     renditions: Mapped[list[Rendition]] = relationship(

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from artwork.ingest import IngestLimits
+from artwork.isolation import shared_pipeline_process
 from artwork.store import BlobStore
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
@@ -44,9 +44,13 @@ def create_app(
         store=BlobStore(settings.media_dir),
         policy=policy,
         rewards=RewardConfig(dict(settings.reward_values), settings.reward_wait),
-        limits=IngestLimits(max_bytes=settings.max_upload_bytes),
+        limits=settings.ingest_limits,
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
+        # Uploads decode and measure images in a child, so this process never loads torch.
+        pipeline=shared_pipeline_process(settings.pipeline_timeout)
+        if settings.isolate_pipeline
+        else None,
     )
 
     @app.before_request

@@ -30,8 +30,10 @@ def _negotiate(explicit: str | None) -> tuple[str, bool]:
 
 
 def _check_rendition(name: str | None) -> str:
-    name = name or DEFAULT_RENDITION
-    presets = {p.name for p in runtime().settings.presets}
+    configured = runtime().settings.presets
+    presets = {p.name for p in configured}
+    # Operators may configure presets without the usual default: then their first one is.
+    name = name or (DEFAULT_RENDITION if DEFAULT_RENDITION in presets else configured[0].name)
     if name not in presets:
         raise ApiError(
             422,

@@ -157,7 +157,7 @@ def demo() -> None:
                         store,
                         title.id,
                         catalog.Upload(variant.jpeg, variant.label, variant.tags),
-                        presets=settings.presets,
+                        config=settings.pipeline_config(),
                     )
                 except ArtworkError as error:
                     raise click.ClickException(f"{title.id}: {error.message}") from None
@@ -527,6 +527,56 @@ def simulate(
         return
     click.echo(format_table(result.summary()))
     click.echo(f"regret curve: {png}")
+
+
+@main.group()
+def artwork() -> None:
+    """Artwork variants: renditions and features."""
+
+
+@artwork.command("reprocess")
+@click.option(
+    "--batch-size",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Variants whose features are computed together and committed together.",
+)
+def artwork_reprocess(batch_size: int) -> None:
+    """Rebuild renditions, features and placeholders of every variant not yet made with the
+    current presets and feature code. Committed batch by batch: an interrupted run resumes
+    where it stopped."""
+    from artwork.catalog import reprocess, stale_artworks
+    from artwork.store import BlobStore
+    from web.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    config = settings.pipeline_config()
+    store = BlobStore(settings.media_dir)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        with sessions() as session:
+            pending = stale_artworks(session, config)
+        if not pending:
+            click.echo("every variant is up to date")
+            return
+        failed: dict[str, str] = {}
+        with click.progressbar(length=len(pending), label="reprocessing", show_pos=True) as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                with sessions() as session:
+                    result = reprocess(session, store, chunk, config)
+                    session.commit()
+                failed.update(result.failed)
+                bar.update(len(chunk))
+    finally:
+        engine.dispose()
+    for artwork_id, reason in failed.items():
+        click.echo(f"  {artwork_id}: {reason}", err=True)
+    click.echo(f"reprocessed {len(pending) - len(failed)} variants, {len(failed)} failed")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

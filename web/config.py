@@ -14,7 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from artwork.renditions import DEFAULT_PRESETS, Preset
+from artwork.embedding import BACKBONES
+from artwork.ingest import IngestLimits
+from artwork.pipeline import PipelineConfig
+from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
 
 # Chosen by benchmarks/quality.py (100k simulated decisions: 96% of the oracle vs 84% for
 # --epsilon 0.1); see the README table.
@@ -45,6 +48,17 @@ class Settings:
     reward_values: Mapping[str, float] = field(
         default_factory=lambda: {"click": 1.0, "play": 1.0, "impression": 0.0}
     )
+    # Uploads over this many pixels (from the header) or with a shorter side are refused.
+    max_pixels: int = 50_000_000
+    min_side: int = 200
+    # An operator-provided torchvision state dict; its backbone's embedding is stored per
+    # variant. None: no embedding.
+    embedding_weights: Path | None = None
+    embedding_backbone: str = "resnet18"
+    # Uploads are processed in a child process (so a web worker never loads torch, and a
+    # decoder crash or hang costs the child), given this many seconds before they are refused.
+    isolate_pipeline: bool = True
+    pipeline_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -64,9 +78,43 @@ class Settings:
             raise ConfigError("KEYART_POLICY_POLL must be a positive number of seconds")
         if "--cb_explore_adf" not in shlex.split(self.vw_args):
             raise ConfigError("KEYART_VW_ARGS must include --cb_explore_adf")
+        if self.max_pixels <= 0:
+            raise ConfigError("KEYART_MAX_PIXELS must be a positive number of pixels")
+        if not 1 <= self.min_side <= 10_000 or self.min_side**2 > self.max_pixels:
+            raise ConfigError(
+                "KEYART_MIN_SIDE must be a positive number of pixels, its square within "
+                "KEYART_MAX_PIXELS"
+            )
+        if self.pipeline_timeout <= 0:
+            raise ConfigError("KEYART_PIPELINE_TIMEOUT must be a positive number of seconds")
+        if self.embedding_backbone not in BACKBONES:
+            raise ConfigError(
+                f"KEYART_EMBEDDING_BACKBONE must be one of {', '.join(sorted(BACKBONES))}, "
+                f"got {self.embedding_backbone!r}"
+            )
+        if self.embedding_weights is not None and not Path(self.embedding_weights).is_file():
+            raise ConfigError(
+                f"KEYART_EMBEDDING_WEIGHTS names {str(self.embedding_weights)!r}, "
+                "which is not a readable file"
+            )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         return replace(self, **overrides)
+
+    @property
+    def ingest_limits(self) -> IngestLimits:
+        return IngestLimits(
+            max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels, min_side=self.min_side
+        )
+
+    def pipeline_config(self) -> PipelineConfig:
+        """How uploads are decoded, rendered and measured under these settings."""
+        return PipelineConfig(
+            presets=self.presets,
+            limits=self.ingest_limits,
+            embedding_weights=self.embedding_weights,
+            embedding_backbone=self.embedding_backbone,
+        )
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -77,6 +125,39 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _presets(env: Mapping[str, str]) -> tuple[Preset, ...]:
+    raw = env.get("KEYART_PRESETS", "")
+    if not raw.strip():
+        return DEFAULT_PRESETS
+    try:
+        return parse_presets(raw)
+    except ValueError as error:
+        raise ConfigError(
+            f"KEYART_PRESETS: {error} (expected e.g. 'boxart=2:3@342,684;square=1:1@400')"
+        ) from None
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
 
 
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
@@ -120,4 +201,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_upload_bytes=int(_number(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
         policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),
         learn_interval_seconds=_number(env, "KEYART_LEARN_INTERVAL", 10.0),
+        presets=_presets(env),
+        max_pixels=_integer(env, "KEYART_MAX_PIXELS", 50_000_000),
+        min_side=_integer(env, "KEYART_MIN_SIDE", 200),
+        embedding_weights=Path(env["KEYART_EMBEDDING_WEIGHTS"])
+        if env.get("KEYART_EMBEDDING_WEIGHTS")
+        else None,
+        embedding_backbone=env.get("KEYART_EMBEDDING_BACKBONE") or "resnet18",
+        isolate_pipeline=_flag(env, "KEYART_PIPELINE_ISOLATION", True),
+        pipeline_timeout=_number(env, "KEYART_PIPELINE_TIMEOUT", 60.0),
     )

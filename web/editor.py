@@ -35,7 +35,8 @@ def artwork_json(artwork: Artwork) -> dict[str, Any]:
         "focus": (
             {"x": artwork.focus_x, "y": artwork.focus_y} if artwork.focus_x is not None else None
         ),
-        "original": f"/media/{artwork.original_key}",
+        "placeholder": artwork.placeholder,
+        "crop": artwork.crop,
         "renditions": [
             {
                 "preset": r.preset,
@@ -122,8 +123,8 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         rt.store,
         title_id,
         Upload(data=data, label=label, tags=tags, focus=_focus()),
-        limits=rt.limits,
-        presets=rt.settings.presets,
+        config=rt.settings.pipeline_config(),
+        runner=rt.pipeline,
     )
     session.commit()
     return jsonify(artwork_json(artwork)), 201

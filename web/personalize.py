@@ -54,6 +54,15 @@ def image_of(artwork: Artwork, preset: str, fmt: str) -> dict[str, Any] | None:
     return None
 
 
+def placeholder_of(artwork: Artwork, preset: str) -> dict[str, Any] | None:
+    """What a UI can paint before the image arrives: the variant's dominant colour and the
+    blurhash of this preset's crop."""
+    stored = artwork.placeholder
+    if not stored:
+        return None
+    return {"color": stored.get("color"), "blurhash": (stored.get("blurhash") or {}).get(preset)}
+
+
 def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
     be served gets an `error` of its own and does not fail the others. Commits the log."""
@@ -101,6 +110,7 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 "event_id": decision.event_id,
                 "artwork_id": decision.chosen_id,
                 "image": image_of(artwork, page.rendition, page.format),
+                "placeholder": placeholder_of(artwork, page.rendition),
                 "probability": decision.probability,
                 "policy_version": decision.policy_version,
             }

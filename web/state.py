@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from artwork.ingest import IngestLimits
+from artwork.isolation import PipelineProcess
 from artwork.store import BlobStore
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
@@ -28,6 +29,8 @@ class Runtime:
     rewards: RewardConfig
     limits: IngestLimits
     rng: random.Random
+    # Runs the artwork pipeline for uploads in a child process; None: in this process.
+    pipeline: PipelineProcess | None = None
 
 
 def runtime() -> Runtime:
