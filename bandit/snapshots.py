@@ -37,6 +37,7 @@ def save_snapshot(
         checksum=checksum(model),
         examples_learned=examples_learned,
         cursor=cursor,
+        slot_examples=dict(policy.slot_examples),
     )
     session.add(snapshot)
     return snapshot
@@ -60,7 +61,10 @@ def load_latest(session: Session, vw_args: str) -> tuple[Policy, PolicySnapshot 
             log.warning("policy snapshot %d fails its checksum; skipping it", snapshot.version)
             continue
         try:
-            return Policy(snapshot.vw_args, snapshot.model, snapshot.version), snapshot
+            policy = Policy(
+                snapshot.vw_args, snapshot.model, snapshot.version, snapshot.slot_examples
+            )
+            return policy, snapshot
         except RuntimeError as error:
             log.warning(
                 "policy snapshot %d does not load (%s); skipping it", snapshot.version, error

@@ -11,6 +11,7 @@ from flask import Flask, g
 
 from artwork.ingest import IngestLimits
 from artwork.store import BlobStore
+from bandit.decision_log import GroupCommitLog
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
@@ -43,10 +44,14 @@ def create_app(
         sessions=sessions,
         store=BlobStore(settings.media_dir),
         policy=policy,
-        rewards=RewardConfig(dict(settings.reward_values), settings.reward_wait),
+        rewards=RewardConfig(
+            dict(settings.reward_values), settings.reward_wait, settings.reward_aggregation
+        ),
         limits=IngestLimits(max_bytes=settings.max_upload_bytes),
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
+        exploration=settings.exploration(),
+        decision_log=GroupCommitLog(engine, settings.decision_commit_max),
     )
 
     @app.before_request

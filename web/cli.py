@@ -56,7 +56,9 @@ def learn(once: bool) -> None:
 
     settings = _settings()
     sessions = make_sessionmaker(make_engine(settings.database_url))
-    rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+    rewards = RewardConfig(
+        dict(settings.reward_values), settings.reward_wait, settings.reward_aggregation
+    )
     if once:
         with sessions() as session:
             report = learn_once(session, settings.vw_args, rewards)

@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session
 from artwork.catalog import titles_with_active_artwork
 from artwork.models import Artwork, Title
 from artwork.renditions import FORMATS
+from bandit.decision_log import DecisionLogError
 from bandit.features import Candidate
-from bandit.log import DecisionRequest, decide
+from bandit.log import DecisionRequest, choose
+from web.errors import ApiError
 from web.state import Runtime
 
 DEFAULT_RENDITION = "boxart-342"
@@ -74,11 +76,19 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 slot_features=title_features(title),
                 user=page.user,
                 deferred=page.deferred,
+                default_id=title.default_artwork_id,
             )
         )
     policy = runtime.policy.current
-    decisions = decide(session, policy, requests, runtime.rng)
-    session.commit()
+    decisions = choose(policy, requests, runtime.rng, exploration=runtime.exploration)
+    if runtime.decision_log is None:
+        session.add_all(decisions)
+        session.commit()
+    else:
+        try:
+            runtime.decision_log.write(decisions)
+        except DecisionLogError as error:
+            raise ApiError(503, "log_unavailable", str(error)) from None
 
     by_title = {d.slot: d for d in decisions}
     out = []
@@ -103,6 +113,7 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 "image": image_of(artwork, page.rendition, page.format),
                 "probability": decision.probability,
                 "policy_version": decision.policy_version,
+                "mode": decision.mode,
             }
         )
     return out

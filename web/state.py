@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from artwork.ingest import IngestLimits
 from artwork.store import BlobStore
+from bandit.config import ExplorationConfig
+from bandit.decision_log import GroupCommitLog
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings
@@ -28,6 +30,9 @@ class Runtime:
     rewards: RewardConfig
     limits: IngestLimits
     rng: random.Random
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    # Where decisions are written (group commit); None writes them in the request's session.
+    decision_log: GroupCommitLog | None = None
 
 
 def runtime() -> Runtime:

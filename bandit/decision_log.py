@@ -1,0 +1,124 @@
+"""Group commit for the decision log: many requests' decisions share one transaction, and
+each request still returns only once its own decisions are durable.
+
+A commit costs a round trip (PostgreSQL) or a WAL sync (SQLite) however few rows it carries,
+so one per request caps throughput at the database's commit rate. Here request threads hand
+their rows to one writer thread per process and wait; the writer takes everything queued
+since its last commit, inserts it in one statement and commits once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy import Engine, insert, text
+
+from bandit.models import Decision
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = [c.key for c in Decision.__table__.columns if c.key != "id"]
+
+
+class DecisionLogError(RuntimeError):
+    """The decisions could not be made durable; the request must not claim they were logged."""
+
+
+def decision_row(decision: Decision) -> dict[str, Any]:
+    return {key: getattr(decision, key) for key in _COLUMNS}
+
+
+class GroupCommitLog:
+    """Durable, batched writes of decisions through `engine`.
+
+    `write()` blocks until the commit that carries its rows has returned (or raises
+    `DecisionLogError`). At most `max_rows` rows go into one commit, so a burst is split
+    rather than building one huge transaction. The writer thread starts on first use, in
+    the process that uses it (a thread never crosses a fork).
+    """
+
+    def __init__(self, engine: Engine, max_rows: int = 2000, timeout_seconds: float = 30.0):
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self._engine = engine
+        self._max_rows = max_rows
+        self._timeout = timeout_seconds
+        self._condition = threading.Condition()
+        self._pending: list[tuple[list[dict[str, Any]], Future[None]]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stopping = False
+        self.commits = 0  # how many transactions carried decisions, for tests and metrics
+
+    def write(self, decisions: Sequence[Decision]) -> None:
+        if not decisions:
+            return
+        done: Future[None] = Future()
+        with self._condition:
+            self._ensure_thread()
+            self._pending.append(([decision_row(d) for d in decisions], done))
+            self._condition.notify()
+        try:
+            done.result(timeout=self._timeout)
+        except TimeoutError:
+            raise DecisionLogError("the decision log did not commit in time") from None
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        self._stopping = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="keyart-decision-log", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> list[tuple[list[dict[str, Any]], Future[None]]] | None:
+        with self._condition:
+            while not self._pending and not self._stopping:
+                self._condition.wait()
+            if not self._pending:
+                return None
+            taken, rows = [], 0
+            # Whole requests only: a request's decisions are committed together.
+            while self._pending and (
+                not taken or rows + len(self._pending[0][0]) <= self._max_rows
+            ):
+                entry = self._pending.pop(0)
+                taken.append(entry)
+                rows += len(entry[0])
+            return taken
+
+    def _run(self) -> None:
+        sqlite = self._engine.dialect.name == "sqlite"
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            rows = [row for entry_rows, _ in taken for row in entry_rows]
+            try:
+                with self._engine.begin() as connection:
+                    if sqlite:
+                        # FULL makes a WAL commit survive power loss, not just a crash; the
+                        # engine's other connections keep NORMAL.
+                        connection.execute(text("PRAGMA synchronous=FULL"))
+                    connection.execute(insert(Decision), rows)
+            except Exception as error:  # every waiting request hears of it
+                log.exception("writing %d decisions failed", len(rows))
+                failure = DecisionLogError(
+                    f"the decision log is unavailable ({type(error).__name__})"
+                )
+                for _, done in taken:
+                    done.set_exception(failure)
+                continue
+            self.commits += 1
+            for _, done in taken:
+                done.set_result(None)
