@@ -193,8 +193,10 @@ def record_events(
                 late=late,
             )
             .on_conflict_do_nothing(index_elements=["event_id", "type"])
-        ).rowcount
-        if not inserted:
+            # rowcount is -1 here under psycopg 3; a returned id is what proves the insert.
+            .returning(Reward.id)
+        ).first()
+        if inserted is None:
             statuses.append("duplicate")
         elif late:
             statuses.append("too_late")

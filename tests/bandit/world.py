@@ -128,5 +128,7 @@ def learn_rounds(
 
 
 def weights(policy: Policy) -> np.ndarray:
-    """Every weight and per-weight learning state of the model."""
-    return np.asarray(policy.workspace.weights()).copy()
+    """Every weight and its learning-rate state (adaptive and normalised sums). The fourth
+    slot of VW's stride is gd's per-update scratch, recomputed before use and not saved in
+    a model, so it is left out."""
+    return np.asarray(policy.workspace.weights())[..., :3].copy()
