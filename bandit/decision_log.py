@@ -68,6 +68,12 @@ class GroupCommitLog:
         except TimeoutError:
             raise DecisionLogError("the decision log did not commit in time") from None
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next commit."""
+        with self._condition:
+            return len(self._pending)
+
     def stop(self) -> None:
         with self._condition:
             self._stopping = True
