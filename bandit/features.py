@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from bandit.config import NAMESPACES
@@ -40,10 +41,15 @@ _UNSAFE = re.compile(r"[\s|:]+")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One action the policy may choose: an opaque id and its features."""
+    """One action the policy may choose: an opaque id and its features (not to be mutated:
+    the VW tokens are computed once per candidate object and kept)."""
 
     id: str
     features: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def tokens(self) -> str:
+        return " ".join([f"id={_token(self.id)}", *feature_tokens(self.features)])
 
 
 def _token(text: str) -> str:
@@ -129,17 +135,21 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     return tokens
 
 
-def shared_line(context: Mapping[str, Any], slot_features: Mapping[str, Any]) -> str:
-    return (
-        f"shared |{CONTEXT_NS} {' '.join(feature_tokens(context))}"
-        f" |{SLOT_NS} {' '.join(feature_tokens(slot_features))}"
-    )
+def context_text(context: Mapping[str, Any]) -> str:
+    """The context namespace's tokens; a page of titles computes them once."""
+    return " ".join(feature_tokens(context))
+
+
+def shared_line(
+    context: Mapping[str, Any], slot_features: Mapping[str, Any], text: str | None = None
+) -> str:
+    text = context_text(context) if text is None else text
+    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {' '.join(feature_tokens(slot_features))}"
 
 
 def action_line(candidate: Candidate, label: str = "") -> str:
-    tokens = [f"id={_token(candidate.id)}", *feature_tokens(candidate.features)]
     prefix = f"{label} " if label else ""
-    return f"{prefix}|{ACTION_NS} {' '.join(tokens)}"
+    return f"{prefix}|{ACTION_NS} {candidate.tokens}"
 
 
 def example_lines(
@@ -147,9 +157,11 @@ def example_lines(
     slot_features: Mapping[str, Any],
     candidates: Sequence[Candidate],
     label: tuple[int, float, float] | None = None,
+    context_tokens: str | None = None,
 ) -> list[str]:
-    """The multi-line ADF example; `label` is (chosen index, cost, probability) when learning."""
-    lines = [shared_line(context, slot_features)]
+    """The multi-line ADF example; `label` is (chosen index, cost, probability) when learning;
+    `context_tokens` is `context_text(context)` when the caller already has it."""
+    lines = [shared_line(context, slot_features, context_tokens)]
     for index, candidate in enumerate(candidates):
         text = ""
         if label is not None and label[0] == index:

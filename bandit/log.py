@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
-from bandit.features import Candidate
+from bandit.features import Candidate, context_text
 from bandit.models import Decision, Reward, utcnow
 from bandit.policy import Policy, apprentice, draw, sticky_seed, with_floor
 
@@ -52,7 +52,10 @@ def sticky_period(now: datetime, exploration: ExplorationConfig) -> int:
 
 
 def shaped_distribution(
-    policy: Policy, request: DecisionRequest, exploration: ExplorationConfig
+    policy: Policy,
+    request: DecisionRequest,
+    exploration: ExplorationConfig,
+    context_tokens: str | None = None,
 ) -> tuple[list[float], str]:
     """The distribution the draw uses, and its mode: one candidate is certain; a slot that
     has learned fewer than the apprentice threshold serves its default; otherwise VW's
@@ -64,7 +67,9 @@ def shaped_distribution(
     learned = policy.slot_examples.get(request.slot, 0)
     if request.default_id in ids and learned < exploration.apprentice_examples:
         return apprentice(len(ids), ids.index(request.default_id), exploration.floor), "apprentice"
-    probabilities = policy.distribution(request.context, request.slot_features, candidates)
+    probabilities = policy.distribution(
+        request.context, request.slot_features, candidates, context_tokens
+    )
     return with_floor(probabilities, exploration.floor), "policy"
 
 
@@ -86,10 +91,15 @@ def choose(
     exploration = exploration or ExplorationConfig()
     period = sticky_period(now, exploration)
     decisions = []
+    # A page's requests share one context: featurise it once.
+    contexts: dict[int, str] = {}
     for request in requests:
         if not request.candidates:
             raise ValueError(f"no candidates for slot {request.slot!r}")
-        probabilities, mode = shaped_distribution(policy, request, exploration)
+        key = id(request.context)
+        if key not in contexts:
+            contexts[key] = context_text(request.context)
+        probabilities, mode = shaped_distribution(policy, request, exploration, contexts[key])
         if request.user is not None:
             seed = sticky_seed(request.user, request.slot, period)
         else:

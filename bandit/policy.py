@@ -51,11 +51,12 @@ class Policy:
         context: Mapping[str, Any],
         slot_features: Mapping[str, Any],
         candidates: Sequence[Candidate],
+        context_tokens: str | None = None,
     ) -> list[float]:
         """Probability of each candidate, in the candidates' order, summing to one."""
         if len(candidates) == 1:
             return [1.0]
-        lines = example_lines(context, slot_features, candidates)
+        lines = example_lines(context, slot_features, candidates, None, context_tokens)
         with self._lock:
             example = [self._parser.parse_line(line) for line in lines]
             scored = self.workspace.predict_one(example)

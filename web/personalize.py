@@ -9,16 +9,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from artwork.catalog import titles_with_active_artwork
 from artwork.models import Artwork, Title
 from artwork.renditions import FORMATS
 from bandit.decision_log import DecisionLogError
-from bandit.features import Candidate
 from bandit.log import DecisionRequest, choose
 from web.errors import ApiError
+from web.serving_catalog import ServingCatalog
 from web.state import Runtime
 
 DEFAULT_RENDITION = "boxart-342"
+# Renditions never change once made, so one cache per process serves every app in it.
+SERVING_CATALOG = ServingCatalog()
 
 
 @dataclass(frozen=True)
@@ -58,25 +59,23 @@ def image_of(artwork: Artwork, preset: str, fmt: str) -> dict[str, Any] | None:
 
 def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
-    be served gets an `error` of its own and does not fail the others. Commits the log."""
-    catalog = titles_with_active_artwork(session, page.titles)
+    be served gets an `error` of its own and does not fail the others. The decisions are
+    durable (group-committed) before this returns."""
+    catalog = SERVING_CATALOG.titles(session, page.titles)
     requests: list[DecisionRequest] = []
-    artworks: dict[str, dict[str, Artwork]] = {}
     for title_id in dict.fromkeys(page.titles):
         found = catalog.get(title_id)
-        if found is None or not found[1]:
+        if found is None or not found.variants:
             continue
-        title, active = found
-        artworks[title_id] = {a.id: a for a in active}
         requests.append(
             DecisionRequest(
                 slot=title_id,
-                candidates=[Candidate(a.id, artwork_features(a)) for a in active],
+                candidates=found.variants,
                 context=page.context,
-                slot_features=title_features(title),
+                slot_features={"title": found.id, "genre": found.genres},
                 user=page.user,
                 deferred=page.deferred,
-                default_id=title.default_artwork_id,
+                default_id=found.default_id,
             )
         )
     policy = runtime.policy.current
@@ -89,6 +88,9 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
             runtime.decision_log.write(decisions)
         except DecisionLogError as error:
             raise ApiError(503, "log_unavailable", str(error)) from None
+    images = SERVING_CATALOG.image(
+        session, [d.chosen_id for d in decisions], page.rendition, page.format
+    )
 
     by_title = {d.slot: d for d in decisions}
     out = []
@@ -104,13 +106,12 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 }
             out.append({"title": title_id, "error": error})
             continue
-        artwork = artworks[title_id][decision.chosen_id]
         out.append(
             {
                 "title": title_id,
                 "event_id": decision.event_id,
                 "artwork_id": decision.chosen_id,
-                "image": image_of(artwork, page.rendition, page.format),
+                "image": images[decision.chosen_id],
                 "probability": decision.probability,
                 "policy_version": decision.policy_version,
                 "mode": decision.mode,
