@@ -4,6 +4,7 @@ and save the new policy together with the log cursor in one transaction."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import time
@@ -11,11 +12,19 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
-from bandit.features import Candidate
+from bandit.features import (
+    ACTION_NS,
+    CONTEXT_NS,
+    SLOT_NS,
+    Candidate,
+    _number,
+    context_text,
+)
 from bandit.models import Decision, Reward, utcnow
 from bandit.snapshots import load_latest, save_snapshot
 
@@ -69,16 +78,75 @@ class LearnReport:
     version: int | None  # the snapshot saved, or None when there was nothing to learn
 
 
-def _closed_batch(session: Session, cursor: int, horizon: datetime, size: int) -> list[Decision]:
+_BATCH = (
+    select(
+        Decision.id,
+        Decision.event_id,
+        Decision.created_at,
+        Decision.slot,
+        cast(Decision.context, String),
+        cast(Decision.slot_features, String),
+        cast(Decision.candidates, String),
+        Decision.chosen_index,
+        Decision.probability,
+        Decision.deferred,
+    )
+    .where(Decision.id > bindparam("cursor"))
+    .order_by(Decision.id)
+    .limit(bindparam("size"))
+)
+
+
+def _closed_batch(session: Session, cursor: int, horizon: datetime, size: int) -> list[Any]:
     """The next decisions after `cursor`, in log order, up to the first whose window is still
     open: stopping there (rather than filtering it out) means the cursor never passes a
     decision that has not been scored yet, whatever the clocks of the processes that wrote
-    the log."""
-    rows = session.scalars(
-        select(Decision).where(Decision.id > cursor).order_by(Decision.id).limit(size)
-    ).all()
-    closed = list(itertools.takewhile(lambda d: d.created_at <= horizon, rows))
-    return closed
+    the log. JSON columns come back as their text, the key of `_Featuriser`'s caches."""
+    rows = session.execute(_BATCH, {"cursor": cursor, "size": size}).all()
+    return list(itertools.takewhile(lambda row: row.created_at <= horizon, rows))
+
+
+class _Featuriser:
+    """VW text for logged decisions, caching by the logged JSON text: a title's candidate
+    list and a segment's context repeat across thousands of decisions, and featurising
+    them is most of a learning pass's cost. The lines are exactly `example_lines`'."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self._context: dict[str, str] = {}
+        self._slot: dict[str, str] = {}
+        self._actions: dict[str, list[str]] = {}
+
+    @staticmethod
+    def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
+        if len(cache) >= _Featuriser.LIMIT:
+            cache.clear()
+        cache[key] = value
+        return value
+
+    def lines(self, row: Any, cost: float) -> list[str]:
+        context = self._context.get(row[4])
+        if context is None:
+            context = self._remember(self._context, row[4], context_text(json.loads(row[4])))
+        slot = self._slot.get(row[5])
+        if slot is None:
+            slot = self._remember(self._slot, row[5], context_text(json.loads(row[5])))
+        actions = self._actions.get(row[6])
+        if actions is None:
+            actions = self._remember(
+                self._actions,
+                row[6],
+                [Candidate(c["id"], c["features"]).tokens for c in json.loads(row[6])],
+            )
+        if len(actions) < 2:
+            return []
+        label = f"0:{_number(cost)}:{row.probability!r}"
+        lines = [f"shared |{CONTEXT_NS} {context} |{SLOT_NS} {slot}"]
+        for index, tokens in enumerate(actions):
+            prefix = f"{label} " if index == row.chosen_index else ""
+            lines.append(f"{prefix}|{ACTION_NS} {tokens}")
+        return lines
 
 
 def learn_once(
@@ -105,6 +173,7 @@ def learn_once(
     policy, snapshot = load_latest(session, vw_args)
     cursor = snapshot.cursor if snapshot else 0
     examples = snapshot.examples_learned if snapshot else 0
+    featuriser = _Featuriser()
     learned = skipped = 0
     version = None
     while True:
@@ -114,26 +183,20 @@ def learn_once(
         events: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for event_id, kind, value in session.execute(
             select(Reward.event_id, Reward.type, Reward.value).where(
-                Reward.event_id.in_([d.event_id for d in batch]), Reward.late.is_(False)
+                Reward.event_id.in_([row.event_id for row in batch]), Reward.late.is_(False)
             )
         ):
             events[event_id].append((kind, value))
-        for decision in batch:
-            joined = events.get(decision.event_id, [])
+        for row in batch:
+            joined = events.get(row.event_id, [])
             # A deferred decision counts only if the UI said the image was shown.
-            shown = not decision.deferred or any(kind == "impression" for kind, _ in joined)
-            if not shown or len(decision.candidates) < 2:
+            shown = not row.deferred or any(kind == "impression" for kind, _ in joined)
+            lines = featuriser.lines(row, -rewards.reward(joined)) if shown else []
+            if not lines:  # not shown, or a single candidate: nothing to learn
                 skipped += 1
                 continue
-            policy.learn(
-                decision.context,
-                decision.slot_features,
-                [Candidate(c["id"], c["features"]) for c in decision.candidates],
-                decision.chosen_index,
-                -rewards.reward(joined),
-                decision.probability,
-            )
-            policy.slot_examples[decision.slot] = policy.slot_examples.get(decision.slot, 0) + 1
+            policy.learn_lines(lines)
+            policy.slot_examples[row.slot] = policy.slot_examples.get(row.slot, 0) + 1
             learned += 1
             if on_learned is not None:
                 on_learned(learned)

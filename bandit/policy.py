@@ -79,6 +79,11 @@ class Policy:
         with self._lock:
             self.workspace.learn_one([self._parser.parse_line(line) for line in lines])
 
+    def learn_lines(self, lines: Sequence[str]) -> None:
+        """Learn one multi-line example already in VW text format (see `example_lines`)."""
+        with self._lock:
+            self.workspace.learn_one([self._parser.parse_line(line) for line in lines])
+
     def serialize(self) -> bytes:
         with self._lock:
             return self.workspace.serialize()
