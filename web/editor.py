@@ -164,3 +164,21 @@ def policy() -> Response:
             "created_at": snapshot.created_at.isoformat() + "Z" if snapshot else None,
         }
     )
+
+
+@bp.get("/titles/<title_id>/serving")
+@editor_required
+def title_serving(title_id: str) -> Response:
+    """Apprentice or policy for this title, and the counts behind it (issue 4's report)."""
+    from bandit.report import serving_mode
+
+    session = db()
+    title = session.get(Title, title_id)
+    if title is None:
+        raise ApiError(404, "unknown_title", f"no title {title_id!r}")
+    state = runtime()
+    report = serving_mode(session, title_id, state.policy.current, state.exploration)
+    # Without a default variant there is nothing to apprentice to: the policy serves.
+    if title.default_artwork_id is None:
+        report["mode"] = "policy"
+    return jsonify({"title": title_id, **report})
