@@ -29,7 +29,8 @@ class DecisionLogError(RuntimeError):
     """The decisions could not be made durable; the request must not claim they were logged."""
 
 
-def decision_row(decision: Decision) -> dict[str, Any]:
+def decision_row(decision: Any) -> dict[str, Any]:
+    """The row for a `Decision` or a `bandit.log.DecisionRecord`."""
     return {key: getattr(decision, key) for key in _COLUMNS}
 
 
@@ -55,7 +56,7 @@ class GroupCommitLog:
         self._stopping = False
         self.commits = 0  # how many transactions carried decisions, for tests and metrics
 
-    def write(self, decisions: Sequence[Decision]) -> None:
+    def write(self, decisions: Sequence[Any]) -> None:
         if not decisions:
             return
         done: Future[None] = Future()

@@ -38,6 +38,38 @@ class DecisionRequest:
     default_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A decision as `choose` makes it: the row the log will hold (all but its id).
+
+    A plain record rather than an ORM object because a page makes dozens of them per request
+    and the group-commit writer inserts rows, not objects; `model()` gives the ORM object.
+    """
+
+    event_id: str
+    created_at: datetime
+    slot: str
+    user_hash: str | None
+    context: dict[str, Any]
+    slot_features: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    chosen_id: str
+    chosen_index: int
+    probability: float
+    distribution: list[float]
+    policy_version: int
+    seed: int
+    activated: bool
+    deferred: bool
+    mode: str
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def model(self) -> Decision:
+        return Decision(**self.row())
+
+
 # How a decision's distribution came about, logged with it so a report can tell them apart.
 MODES = ("policy", "apprentice", "single")
 
@@ -80,8 +112,8 @@ def choose(
     *,
     exploration: ExplorationConfig | None = None,
     now: datetime | None = None,
-) -> list[Decision]:
-    """A decision for every request, not yet added to any session.
+) -> list[DecisionRecord]:
+    """A decision for every request, not yet logged anywhere.
 
     Each logged probability is exactly the one the draw used: the draw is made from the
     logged distribution itself. With a `user`, the draw's seed comes from (user, slot,
@@ -106,7 +138,7 @@ def choose(
             seed = rng.getrandbits(63)
         index = draw(probabilities, seed)
         decisions.append(
-            Decision(
+            DecisionRecord(
                 event_id=uuid.uuid4().hex,
                 created_at=now,
                 slot=request.slot,
@@ -138,7 +170,9 @@ def decide(
     now: datetime | None = None,
 ) -> list[Decision]:
     """`choose`, and add the decisions to `session` (the caller commits)."""
-    decisions = choose(policy, requests, rng, exploration=exploration, now=now)
+    decisions = [
+        record.model() for record in choose(policy, requests, rng, exploration=exploration, now=now)
+    ]
     session.add_all(decisions)
     return decisions
 

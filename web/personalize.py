@@ -81,7 +81,7 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
     policy = runtime.policy.current
     decisions = choose(policy, requests, runtime.rng, exploration=runtime.exploration)
     if runtime.decision_log is None:
-        session.add_all(decisions)
+        session.add_all([d.model() for d in decisions])
         session.commit()
     else:
         try:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bandit.decision_log import DecisionLogError, GroupCommitLog
 from bandit.features import Candidate
-from bandit.log import DecisionRequest, choose
+from bandit.log import DecisionRecord, DecisionRequest, choose
 from bandit.models import Decision
 from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload
@@ -28,7 +28,7 @@ POLICY = Policy(DEFAULT_VW_ARGS)
 CANDIDATES = [Candidate("a", {"tag": ["x"]}), Candidate("b", {"tag": ["y"]})]
 
 
-def _page(titles: int, seed: int) -> list[Decision]:
+def _page(titles: int, seed: int) -> list[DecisionRecord]:
     requests = [DecisionRequest(f"title-{n}", CANDIDATES) for n in range(titles)]
     return choose(POLICY, requests, random.Random(seed))
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from bandit.config import ExplorationConfig
 from bandit.features import Candidate
 from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, choose, record_events
+from bandit.log import DecisionRequest, Event, decide, record_events
 from bandit.models import Decision, Reward
 from bandit.policy import Policy
 from bandit.snapshots import load_latest
@@ -33,10 +33,14 @@ def _decide(
     request = DecisionRequest(
         "show", CANDIDATES, {"segment": segment}, {"title": "show"}, deferred=deferred
     )
-    (decision,) = choose(
-        Policy(DEFAULT_VW_ARGS), [request], random.Random(seed), exploration=EXPLORATION, now=at
+    (decision,) = decide(
+        session,
+        Policy(DEFAULT_VW_ARGS),
+        [request],
+        random.Random(seed),
+        exploration=EXPLORATION,
+        now=at,
     )
-    session.add(decision)
     session.commit()
     return decision
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from bandit.config import ExplorationConfig
 from bandit.features import Candidate
 from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, choose, record_events
+from bandit.log import DecisionRequest, Event, decide, record_events
 from bandit.policy import Policy
 from bandit.snapshots import load_latest
 
@@ -90,8 +90,7 @@ def write_log(
             },
             {"title": title.id, "genre": list(title.genres)},
         )
-        (decision,) = choose(policy, [request], rng, exploration=exploration, now=moment)
-        session.add(decision)
+        (decision,) = decide(session, policy, [request], rng, exploration=exploration, now=moment)
         session.flush()
         if rng.random() < CLICKS[segment][title.look(decision.chosen_id)]:
             record_events(
