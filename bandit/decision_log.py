@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Connection, Engine, insert, text
 
 from bandit.models import Decision
 
@@ -40,7 +40,8 @@ class GroupCommitLog:
     `write()` blocks until the commit that carries its rows has returned (or raises
     `DecisionLogError`). At most `max_rows` rows go into one commit, so a burst is split
     rather than building one huge transaction. The writer thread starts on first use, in
-    the process that uses it (a thread never crosses a fork).
+    the process that uses it (a thread never crosses a fork). Give it an engine of its own:
+    if it shared a pool with the threads waiting on it, they could hold every connection.
     """
 
     def __init__(self, engine: Engine, max_rows: int = 2000, timeout_seconds: float = 30.0):
@@ -54,6 +55,7 @@ class GroupCommitLog:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
+        self._in_flight = 0
         self.commits = 0  # how many transactions carried decisions, for tests and metrics
 
     def write(self, decisions: Sequence[Any]) -> None:
@@ -74,6 +76,12 @@ class GroupCommitLog:
         """Requests waiting for the next commit."""
         with self._condition:
             return len(self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """Requests not answered yet: queued, or in the commit under way."""
+        with self._condition:
+            return len(self._pending) + self._in_flight
 
     def stop(self) -> None:
         with self._condition:
@@ -102,30 +110,51 @@ class GroupCommitLog:
                 entry = self._pending.pop(0)
                 taken.append(entry)
                 rows += len(entry[0])
+            self._in_flight = len(taken)
             return taken
 
     def _run(self) -> None:
-        sqlite = self._engine.dialect.name == "sqlite"
+        # The writer keeps a connection of its own: borrowing from the pool the requests use
+        # could starve it while every request thread holds a connection and waits for it.
+        connection: Connection | None = None
         while True:
             taken = self._take()
             if taken is None:
+                if connection is not None:
+                    connection.close()
                 return
             rows = [row for entry_rows, _ in taken for row in entry_rows]
             try:
-                with self._engine.begin() as connection:
-                    if sqlite:
+                if connection is None:
+                    connection = self._engine.connect()
+                    if self._engine.dialect.name == "sqlite":
                         # FULL makes a WAL commit survive power loss, not just a crash; the
                         # engine's other connections keep NORMAL.
                         connection.execute(text("PRAGMA synchronous=FULL"))
+                        connection.commit()
+                with connection.begin():
                     connection.execute(insert(Decision), rows)
             except Exception as error:  # every waiting request hears of it
                 log.exception("writing %d decisions failed", len(rows))
+                if connection is not None:
+                    connection.invalidate()
+                    connection.close()
+                    connection = None
                 failure = DecisionLogError(
                     f"the decision log is unavailable ({type(error).__name__})"
                 )
-                for _, done in taken:
-                    done.set_exception(failure)
+                self._answer(taken, failure)
                 continue
             self.commits += 1
-            for _, done in taken:
+            self._answer(taken, None)
+
+    def _answer(
+        self, taken: list[tuple[list[dict[str, Any]], Future[None]]], error: Exception | None
+    ) -> None:
+        with self._condition:
+            self._in_flight = 0
+        for _, done in taken:
+            if error is None:
                 done.set_result(None)
+            else:
+                done.set_exception(error)

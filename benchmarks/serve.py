@@ -256,7 +256,11 @@ def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace)
         logged = count_decisions(url) - before
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     print(
         f"\n{name}  ({args.workers} gunicorn gthread workers × {args.threads} threads, "
         f"wrk {args.connections} connections, {args.seconds}s each)"

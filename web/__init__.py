@@ -51,7 +51,10 @@ def create_app(
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
         exploration=settings.exploration(),
-        decision_log=GroupCommitLog(engine, settings.decision_commit_max),
+        # An engine (pool) of its own, so request threads can never starve the writer.
+        decision_log=GroupCommitLog(
+            make_engine(settings.database_url), settings.decision_commit_max
+        ),
     )
 
     @app.before_request

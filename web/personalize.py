@@ -84,6 +84,8 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
         session.add_all([d.model() for d in decisions])
         session.commit()
     else:
+        # End the catalog read first: its connection goes back to the pool while we wait.
+        session.commit()
         try:
             runtime.decision_log.write(decisions)
         except DecisionLogError as error:

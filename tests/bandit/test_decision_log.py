@@ -116,3 +116,32 @@ def test_decisions_api_answers_503_when_the_log_is_down(app: Flask, client: Flas
     assert response.status_code == 503
     assert response.json["error"]["code"] == "log_unavailable"
     broken.dispose()
+
+
+def test_more_concurrent_requests_than_pooled_connections(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    """Regression: request threads waiting on the writer held every pooled connection, so the
+    writer could not get one for its next commit and they all timed out together."""
+    client.post("/api/v1/titles", json={"id": "s", "name": "S"}, headers=editor_headers)
+    for palette in ("dark", "bright"):
+        response = upload(client, editor_headers, "s", poster_bytes("S", palette=palette))
+        assert response.status_code == 201
+    statuses: list[int] = []
+
+    def request() -> None:
+        with app.test_client() as own:
+            statuses.append(own.post("/api/v1/decisions", json={"titles": ["s"]}).status_code)
+
+    # Hold the database's write lock so every request is in flight at once: more of them
+    # (24) than the request pool has connections (5 + 10 overflow).
+    lock = _hold_write_lock(runtime(app).engine)
+    threads = [threading.Thread(target=request) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: runtime(app).decision_log.waiting == 24)
+    lock.rollback()
+    lock.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [200] * 24
