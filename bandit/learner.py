@@ -50,6 +50,9 @@ class RewardConfig:
     )
     wait_seconds: float = 600.0
     aggregation: str = "sum"
+    # Extra seconds the learner waits past the window, so an event accepted at the window's
+    # last instant (and a decision written just before) has committed before it is joined.
+    settle_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.wait_seconds) or self.wait_seconds < 0:
@@ -59,6 +62,8 @@ class RewardConfig:
         for kind, value in self.values.items():
             if not kind or not math.isfinite(value):
                 raise ValueError(f"reward value of {kind!r} must be a finite number")
+        if not math.isfinite(self.settle_seconds) or self.settle_seconds < 0:
+            raise ValueError("reward settle time must be zero or more seconds")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"reward aggregation must be one of {', '.join(AGGREGATIONS)}")
 
@@ -169,7 +174,7 @@ def learn_once(
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     now = now or utcnow()
-    horizon = now - timedelta(seconds=rewards.wait_seconds)
+    horizon = now - timedelta(seconds=rewards.wait_seconds + rewards.settle_seconds)
     policy, snapshot = load_latest(session, vw_args)
     cursor = snapshot.cursor if snapshot else 0
     examples = snapshot.examples_learned if snapshot else 0

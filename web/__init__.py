@@ -45,7 +45,10 @@ def create_app(
         store=BlobStore(settings.media_dir),
         policy=policy,
         rewards=RewardConfig(
-            dict(settings.reward_values), settings.reward_wait, settings.reward_aggregation
+            dict(settings.reward_values),
+            settings.reward_wait,
+            settings.reward_aggregation,
+            settings.reward_settle,
         ),
         limits=IngestLimits(max_bytes=settings.max_upload_bytes),
         # Seeded from the OS in each process (gunicorn workers build their own app).

@@ -57,7 +57,10 @@ def learn(once: bool) -> None:
     settings = _settings()
     sessions = make_sessionmaker(make_engine(settings.database_url))
     rewards = RewardConfig(
-        dict(settings.reward_values), settings.reward_wait, settings.reward_aggregation
+        dict(settings.reward_values),
+        settings.reward_wait,
+        settings.reward_aggregation,
+        settings.reward_settle,
     )
     if once:
         with sessions() as session:

@@ -59,6 +59,9 @@ class Settings:
     sticky_period_seconds: float = 7 * 24 * 3600.0
     # Decisions one group commit may carry; requests beyond it wait for the next commit.
     decision_commit_max: int = 2000
+    # Seconds the learner waits past the reward window for in-flight writes to commit
+    # (KEYART_REWARD_SETTLE defaults to 5; 0 here so code building Settings joins exactly).
+    reward_settle: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -79,6 +82,8 @@ class Settings:
             raise ConfigError("KEYART_REWARD_WAIT must be a finite number of seconds")
         if self.reward_aggregation not in ("sum", "max"):
             raise ConfigError("KEYART_REWARD_AGGREGATION must be 'sum' or 'max'")
+        if not (math.isfinite(self.reward_settle) and self.reward_settle >= 0):
+            raise ConfigError("KEYART_REWARD_SETTLE must be zero or more seconds")
         if self.decision_commit_max < 1:
             raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
         if not 0.0 <= self.probability_floor < 0.5:
@@ -222,4 +227,5 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
+        "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
     }

@@ -183,6 +183,7 @@ def test_settings_build_the_engine_from_the_environment(tmp_path) -> None:  # ty
         ("KEYART_REWARD_AGGREGATION", "mean"),
         ("KEYART_REWARD_WAIT", "inf"),
         ("KEYART_DECISION_COMMIT_MAX", "0"),
+        ("KEYART_REWARD_SETTLE", "-1"),
     ],
 )
 def test_bad_settings_name_their_variable(tmp_path, name: str, value: str) -> None:  # type: ignore[no-untyped-def]

@@ -87,6 +87,22 @@ def test_learner_waits_for_the_window_to_close(session: Session) -> None:
     assert learn_once(session, DEFAULT_VW_ARGS, rewards, now=edge).learned == 0
 
 
+def test_settle_time_delays_the_join_past_the_window(session: Session) -> None:
+    decision = _decide(session, T0)
+    edge = T0 + timedelta(seconds=WAIT)
+    rewards = RewardConfig(wait_seconds=WAIT, settle_seconds=5.0)
+    # The learner runs a second after the window closed, while an edge event is in flight.
+    assert (
+        learn_once(session, DEFAULT_VW_ARGS, rewards, now=edge + timedelta(seconds=1)).learned == 0
+    )
+    assert _send(session, edge, Event(decision.event_id, "click")) == ["accepted"]
+    assert (
+        learn_once(session, DEFAULT_VW_ARGS, rewards, now=edge + timedelta(seconds=5)).learned == 1
+    )
+    policy, _ = load_latest(session, DEFAULT_VW_ARGS)
+    assert np.array_equal(weights(policy), _expected_model([(decision, 1.0)]))
+
+
 def test_cursor_never_passes_a_decision_whose_window_is_open(session: Session) -> None:
     # A process with a clock ahead wrote the first row: its window closes later than the
     # second's, so the learner must stop at it rather than skip it.
