@@ -7,8 +7,9 @@ import shlex
 from dataclasses import dataclass
 
 # VW keys a namespace by its first character, so two namespaces sharing a first letter
-# would silently be one. These are the names; `check_namespaces` enforces the letters.
-NAMESPACES = {"context": "user", "slot": "title", "action": "art"}
+# would silently be one; `check_namespaces` enforces distinct letters. (The names are also
+# part of every feature's hash: renaming them would orphan every saved model.)
+NAMESPACES = {"context": "u", "slot": "t", "action": "a"}
 
 # Options that would make a serving or learning workspace read or write files, listen on a
 # port, or change hashing/interactions behind the featuriser's back.

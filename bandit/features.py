@@ -1,10 +1,10 @@
 """Featurisation: turn a context, a slot and candidate actions into VW text-format lines.
 
 Namespaces (VW keys a namespace by its first character; `bandit.config` checks they differ):
-    user   the viewer's context (segment, country, device, hour...)
-    title  the slot being decided (for keyart, the title and its genres)
-    art    the candidate action (its id, tags and numeric features)
-The default interactions cross user×art and title×art, so the model learns which kind of
+    u  the viewer's context (segment, country, device, hour...)
+    t  the slot being decided (for keyart, the title and its genres)
+    a  the candidate action (its id, tags and numeric features)
+The default interactions cross u×a and t×a, so the model learns which kind of
 action each kind of viewer, and each kind of slot, responds to; because an action is also
 described by its tags and image features, what is learned carries over to actions never seen.
 
@@ -58,12 +58,17 @@ def _token(text: str) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.6g}"
+    # Round float dust (cos 90° = 6e-17) to zero: VW's normalized updates scale by the
+    # largest value a feature has shown, and a 1e-17 one makes later updates explode.
+    return f"{0.0 if abs(value) < 1e-9 else value:.6g}"
 
 
 def _cyclic(name: str, value: float, period: float) -> list[str]:
     angle = 2 * math.pi * (value % period) / period
-    return [f"{name}_sin:{_number(math.sin(angle))}", f"{name}_cos:{_number(math.cos(angle))}"]
+    return [
+        f"{name}_sin:{_number(math.sin(angle))}",
+        f"{name}_cos:{_number(math.cos(angle))}",
+    ]
 
 
 def _bucket(value: float) -> str:
@@ -101,7 +106,7 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     identifying keys in `DROPPED_KEYS` are left out.
 
     >>> feature_tokens({"segment": "teen scifi", "hour": 6, "tags": ["dark", "face"]})
-    ['segment=teen_scifi', 'hour_sin:1', 'hour_cos:6.12323e-17', 'tags=dark', 'tags=face']
+    ['segment=teen_scifi', 'hour_sin:1', 'hour_cos:0', 'tags=dark', 'tags=face']
     """
     tokens: list[str] = []
     for key in sorted(features):

@@ -227,6 +227,8 @@ def record_events(
             continue
         seen.add(key)
         late = now > created_at + window
+        # ON CONFLICT keeps concurrent duplicates out without failing the batch; RETURNING
+        # says whether this request was the one that stored it.
         inserted = session.execute(
             insert(Reward)
             .values(
@@ -237,9 +239,8 @@ def record_events(
                 late=late,
             )
             .on_conflict_do_nothing(index_elements=["event_id", "type"])
-            # rowcount is -1 here under psycopg 3; a returned id is what proves the insert.
             .returning(Reward.id)
-        ).first()
+        ).scalar_one_or_none()
         if inserted is None:
             statuses.append("duplicate")
         elif late:

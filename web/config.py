@@ -18,9 +18,9 @@ from typing import Any
 from artwork.renditions import DEFAULT_PRESETS, Preset
 from bandit.config import ExplorationConfig, FeatureConfig, compose_vw_args
 
-# Exploration part of VW's command line. ε-greedy at 0.1 is what the first loop shipped with;
-# the simulator benchmark (evaluation issue) is where a better default is to be chosen.
-DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --epsilon 0.1"
+# Exploration part of VW's command line. Chosen by benchmarks/quality.py (100k simulated
+# decisions: 96% of the oracle vs 84% for --epsilon 0.1); see the README table.
+DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb"
 # The full command line: exploration, then interactions and hash bits from FeatureConfig.
 DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())
 

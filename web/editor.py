@@ -170,7 +170,7 @@ def policy() -> Response:
 @editor_required
 def title_serving(title_id: str) -> Response:
     """Apprentice or policy for this title, and the counts behind it (issue 4's report)."""
-    from bandit.report import serving_mode
+    from bandit.serving_mode import serving_mode
 
     session = db()
     title = session.get(Title, title_id)

@@ -25,13 +25,15 @@ def test_namespaces_do_not_share_a_first_letter() -> None:
     assert len(set(firsts)) == len(firsts)
     with pytest.raises(ValueError, match="share the first letter 't'"):
         check_namespaces({"context": "user", "slot": "title", "action": "thumbnail"})
+    with pytest.raises(ValueError, match="start with a letter"):
+        check_namespaces({"context": "_u"})
 
 
 def test_example_lines_use_the_namespaces() -> None:
     lines = example_lines(
         {"segment": "kids"}, {"title": "show"}, [Candidate("a1", {"tag": ["face"]})], (0, -1, 0.5)
     )
-    assert lines == ["shared |user segment=kids |title title=show", "0:-1:0.5 |art id=a1 tag=face"]
+    assert lines == ["shared |u segment=kids |t title=show", "0:-1:0.5 |a id=a1 tag=face"]
     # VW parses them as one multi-line example.
     workspace = vw.Workspace(shlex.split(DEFAULT_VW_ARGS))
     parser = vw.TextFormatParser(workspace)

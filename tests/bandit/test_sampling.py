@@ -17,6 +17,8 @@ from bandit.policy import Policy, apprentice, draw, normalise, with_floor
 from web.config import DEFAULT_VW_ARGS
 
 SOFTMAX = "--cb_explore_adf --softmax --lambda 4 --quiet -q ua -q ta -b 18"
+EPSILON = "--cb_explore_adf --epsilon 0.1 --quiet -q ua -q ta -b 18"
+GREEDY = "--cb_explore_adf --epsilon 0 --quiet -q ua -q ta -b 18"
 CANDIDATES = [Candidate(f"v{i}", {"tag": [f"look{i}"]}) for i in range(4)]
 CONTEXT = {"segment": "night-owls"}
 SLOT = {"title": "show"}
@@ -79,7 +81,7 @@ def test_draw_never_picks_a_zero_probability_candidate() -> None:
 
 @pytest.mark.parametrize("floor", [0.01, 0.05, 0.2])
 def test_floor_gives_every_candidate_a_share(floor: float) -> None:
-    policy = _trained(DEFAULT_VW_ARGS.replace("--epsilon 0.1", "--epsilon 0.0"))
+    policy = _trained(GREEDY)
     raw = policy.distribution(CONTEXT, SLOT, CANDIDATES)
     assert min(raw) == 0.0  # greedy VW alone would starve three candidates
     request = DecisionRequest("show", CANDIDATES, CONTEXT, SLOT)
@@ -96,7 +98,7 @@ def test_floor_gives_every_candidate_a_share(floor: float) -> None:
 
 
 def test_floor_composes_with_epsilon() -> None:
-    policy = _trained(DEFAULT_VW_ARGS)  # --epsilon 0.1: each non-greedy gets 0.025
+    policy = _trained(EPSILON)  # --epsilon 0.1: each non-greedy gets 0.025
     raw = policy.distribution(CONTEXT, SLOT, CANDIDATES)
     shaped = with_floor(raw, 0.05)
     assert min(shaped) == pytest.approx(0.05 + (1 - 0.2) * 0.1 / 4)
