@@ -102,6 +102,18 @@ _BATCH = (
 )
 
 
+# The batch's on-time events, by a join on the batch's id range rather than a list of ids.
+_REWARDS = (
+    select(Reward.event_id, Reward.type, Reward.value)
+    .join(Decision, Decision.event_id == Reward.event_id)
+    .where(
+        Decision.id >= bindparam("first"),
+        Decision.id <= bindparam("last"),
+        Reward.late.is_(False),
+    )
+)
+
+
 def _closed_batch(session: Session, cursor: int, horizon: datetime, size: int) -> list[Any]:
     """The next decisions after `cursor`, in log order, up to the first whose window is still
     open: stopping there (rather than filtering it out) means the cursor never passes a
@@ -187,9 +199,7 @@ def learn_once(
             break
         events: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for event_id, kind, value in session.execute(
-            select(Reward.event_id, Reward.type, Reward.value).where(
-                Reward.event_id.in_([row.event_id for row in batch]), Reward.late.is_(False)
-            )
+            _REWARDS, {"first": batch[0].id, "last": batch[-1].id}
         ):
             events[event_id].append((kind, value))
         for row in batch:

@@ -37,7 +37,7 @@ import vowpal_wabbit_next as vw  # noqa: E402
 
 from bandit.config import ExplorationConfig  # noqa: E402
 from bandit.decision_log import decision_row  # noqa: E402
-from bandit.features import Candidate, feature_tokens  # noqa: E402
+from bandit.features import Candidate, example_lines, feature_tokens  # noqa: E402
 from bandit.learner import RewardConfig, learn_once  # noqa: E402
 from bandit.log import DecisionRequest, choose  # noqa: E402
 from bandit.models import Decision, Reward, utcnow  # noqa: E402
@@ -164,12 +164,33 @@ def bench(name: str, url: str, decisions: list[Decision], events: list[dict[str,
     vw.run_cli_driver(argv)
     theirs = time.perf_counter() - started
 
+    # The floor under any Python learner: the binding alone, on text already featurised.
+    lines = [
+        example_lines(
+            d.context,
+            d.slot_features,
+            [Candidate(c["id"], c["features"]) for c in d.candidates],
+            (d.chosen_index, -clicked.get(d.event_id, 0.0), d.probability),
+        )
+        for d in ordered
+    ]
+    binding = Policy(DEFAULT_VW_ARGS)
+    started = time.perf_counter()
+    for example in lines:
+        binding.learn_lines(example)
+    bound = time.perf_counter() - started
+
     ours_rate = report.learned / ours
     theirs_rate = len(ordered) / theirs
+    bound_rate = len(lines) / bound
     print(f"\n{name}: {report.learned} decisions, batches of {args.batch}")
     print(f"  keyart learner from SQL:    {ours_rate:10.0f} decisions/s ({ours:.2f}s)")
     print(f"  VW CLI driver on DSJSON:    {theirs_rate:10.0f} decisions/s ({theirs:.2f}s)")
     print(f"  ratio keyart / VW:          {ours_rate / theirs_rate:10.2f}   (target ≥ 0.5)")
+    print(
+        f"  (VW's Python binding alone, pre-featurised text: {bound_rate:.0f} decisions/s, "
+        f"{bound_rate / theirs_rate:.2f} of the CLI: the ceiling for a learner in Python)"
+    )
 
 
 def main() -> None:
