@@ -168,9 +168,16 @@ def demo() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Threads per worker: concurrent requests share decision-log commits.",
+)
 @click.option("--no-learner", is_flag=True, help="Serve only; run `keyart learn` elsewhere.")
 @click.option("--dev", is_flag=True, help="Flask's reloading development server.")
-def serve(host: str, port: int, workers: int, no_learner: bool, dev: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
     settings = _settings()
     # Each gunicorn worker writes its metrics here; /metrics sums them.
@@ -189,14 +196,14 @@ def serve(host: str, port: int, workers: int, no_learner: bool, dev: bool) -> No
 
             create_app(settings).run(host=host, port=port, debug=True, use_reloader=False)
         else:
-            _gunicorn(host, port, workers)
+            _gunicorn(host, port, workers, threads)
     finally:
         if learner is not None:
             learner.terminate()
             learner.wait(timeout=30)
 
 
-def _gunicorn(host: str, port: int, workers: int) -> None:
+def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
     from gunicorn.app.base import BaseApplication
     from prometheus_client import multiprocess
 
@@ -204,6 +211,9 @@ def _gunicorn(host: str, port: int, workers: int) -> None:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
+            # Threaded workers, so a process's concurrent requests share group commits.
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", threads)
             self.cfg.set("accesslog", None)
             self.cfg.set(
                 "child_exit", lambda _server, worker: multiprocess.mark_process_dead(worker.pid)
