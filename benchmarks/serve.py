@@ -12,7 +12,7 @@ drive it with wrk (Debian's `wrk` package: `apt-get install wrk`) at three endpo
 and print requests/s, decisions/s, p50/p99 latency and the ratios the issue sets targets
 for (single ≥ 0.6 × floor requests/s; page ≥ 15,000 decisions/s).
 
-    python benchmarks/serve.py [--seconds 10] [--connections 16] [--workers 2] [--threads 4]
+    python benchmarks/serve.py [--seconds 10] [--connections 32] [--workers 2] [--threads 8]
                                [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
                                [--only sqlite|postgres]
 """
@@ -284,9 +284,9 @@ def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument(
         "--postgres",
         default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
