@@ -62,14 +62,22 @@ class GroupCommitLog:
         if not decisions:
             return
         done: Future[None] = Future()
+        entry = ([decision_row(d) for d in decisions], done)
         with self._condition:
             self._ensure_thread()
-            self._pending.append(([decision_row(d) for d in decisions], done))
+            self._pending.append(entry)
             self._condition.notify()
         try:
             done.result(timeout=self._timeout)
         except TimeoutError:
-            raise DecisionLogError("the decision log did not commit in time") from None
+            with self._condition:
+                queued = [i for i, e in enumerate(self._pending) if e is entry]
+                if queued:
+                    # Never written: withdraw it, so no decision is logged that was not served.
+                    del self._pending[queued[0]]
+                    raise DecisionLogError("the decision log did not commit in time") from None
+            # Already in the commit under way: its outcome is this request's.
+            done.result()
 
     @property
     def queued(self) -> int:

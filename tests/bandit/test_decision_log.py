@@ -145,3 +145,35 @@ def test_more_concurrent_requests_than_pooled_connections(
     for thread in threads:
         thread.join(timeout=60)
     assert statuses == [200] * 24
+
+
+def test_a_write_that_times_out_before_its_commit_is_withdrawn(
+    app: Flask, session: Session
+) -> None:
+    engine = runtime(app).engine
+    log = GroupCommitLog(engine, timeout_seconds=0.5)
+    first, late = _page(2, 1), _page(2, 2)
+    lock = _hold_write_lock(engine)
+    errors: list[Exception] = []
+
+    def write(page: list[DecisionRecord]) -> None:
+        try:
+            log.write(page)
+        except DecisionLogError as error:
+            errors.append(error)
+
+    holder = threading.Thread(target=write, args=(first,))
+    holder.start()
+    _wait_for(lambda: log.queued == 0 and log.waiting == 1)  # `first` is in the blocked commit
+    waiter = threading.Thread(target=write, args=(late,))
+    waiter.start()
+    waiter.join(timeout=30)  # times out while still queued behind the lock
+    assert len(errors) == 1 and "in time" in str(errors[0])
+    lock.rollback()
+    lock.close()
+    holder.join(timeout=30)  # the in-flight one outlived its timeout and was committed
+    log.stop()
+    logged = set(session.scalars(select(Decision.event_id)))
+    assert {d.event_id for d in first} <= logged
+    assert not {d.event_id for d in late} & logged
+    assert len(errors) == 1
