@@ -31,6 +31,7 @@ class ServableTitle:
 
 
 def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate:
+    # The same features as `web.personalize.artwork_features` gives an ORM artwork.
     return Candidate(artwork_id, {"tag": list(json.loads(tags_json)), **json.loads(features_json)})
 
 
