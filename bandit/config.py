@@ -143,7 +143,7 @@ class ExplorationConfig:
     sticky_period_seconds: a viewer's draw for a slot is fixed for this long.
     """
 
-    floor: float = 0.02
+    floor: float = 0.01
     apprentice_examples: int = 200
     sticky_period_seconds: float = 7 * 24 * 3600.0
 

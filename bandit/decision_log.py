@@ -44,10 +44,22 @@ class GroupCommitLog:
     if it shared a pool with the threads waiting on it, they could hold every connection.
     """
 
-    def __init__(self, engine: Engine, max_rows: int = 2000, timeout_seconds: float = 30.0):
+    def __init__(
+        self,
+        engine: Engine,
+        max_rows: int = 2000,
+        timeout_seconds: float = 30.0,
+        *,
+        idle_seconds: float = 5.0,
+        owns_engine: bool = False,
+    ):
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
         self._engine = engine
+        # After this long without work the writer closes its connection and exits (the next
+        # write starts it again); with `owns_engine` it also disposes of the engine's pool.
+        self._idle = idle_seconds
+        self._owns_engine = owns_engine
         self._max_rows = max_rows
         self._timeout = timeout_seconds
         self._condition = threading.Condition()
@@ -91,6 +103,12 @@ class GroupCommitLog:
         with self._condition:
             return len(self._pending) + self._in_flight
 
+    @property
+    def running(self) -> bool:
+        """Whether a writer thread (and its connection) is up."""
+        with self._condition:
+            return self._thread is not None
+
     def stop(self) -> None:
         with self._condition:
             self._stopping = True
@@ -107,7 +125,8 @@ class GroupCommitLog:
     def _take(self) -> list[tuple[list[dict[str, Any]], Future[None]]] | None:
         with self._condition:
             while not self._pending and not self._stopping:
-                self._condition.wait()
+                if not self._condition.wait(self._idle) and not self._pending:
+                    break
             if not self._pending:
                 return None
             taken, rows = [], 0
@@ -128,9 +147,16 @@ class GroupCommitLog:
         while True:
             taken = self._take()
             if taken is None:
-                if connection is not None:
-                    connection.close()
-                return
+                with self._condition:
+                    if self._pending and not self._stopping:
+                        continue  # a write came in meanwhile
+                    if connection is not None:
+                        connection.close()
+                    if self._owns_engine:
+                        self._engine.dispose()
+                    # Under the lock: the next write sees no thread and starts one.
+                    self._thread = None
+                    return
             rows = [row for entry_rows, _ in taken for row in entry_rows]
             try:
                 if connection is None:

@@ -111,8 +111,12 @@ class ServingPolicy:
         self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling and wait for a refresh under way, so nothing uses the database after."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_seconds):

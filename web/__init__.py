@@ -56,7 +56,7 @@ def create_app(
         exploration=settings.exploration(),
         # An engine (pool) of its own, so request threads can never starve the writer.
         decision_log=GroupCommitLog(
-            make_engine(settings.database_url), settings.decision_commit_max
+            make_engine(settings.database_url), settings.decision_commit_max, owns_engine=True
         ),
     )
 

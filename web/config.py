@@ -51,8 +51,10 @@ class Settings:
     )
     # How a decision's event worths combine: "sum" (clipped to 1) or "max".
     reward_aggregation: str = "sum"
-    # Least probability any active variant is served with (see bandit.config).
-    probability_floor: float = 0.02
+    # Least probability any active variant is served with (see bandit.config). 1%: with five
+    # variants at most 5% of traffic goes to the floor beyond VW's own exploration, which
+    # keeps the simulator's keyart within its regret budget (issue 5's quality test).
+    probability_floor: float = 0.01
     # Learned examples per title below which the editor's default is served (apprentice).
     apprentice_examples: int = 200
     # How long a viewer (`user` key) keeps the same draw for a title.
@@ -223,7 +225,7 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "vw_args": _vw_args(env),
         "reward_values": _reward_values(env),
         "reward_aggregation": (env.get("KEYART_REWARD_AGGREGATION") or "sum").strip(),
-        "probability_floor": _number(env, "KEYART_PROBABILITY_FLOOR", 0.02),
+        "probability_floor": _number(env, "KEYART_PROBABILITY_FLOOR", 0.01),
         "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),

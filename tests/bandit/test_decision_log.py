@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from bandit.decision_log import DecisionLogError, GroupCommitLog
@@ -177,3 +177,16 @@ def test_a_write_that_times_out_before_its_commit_is_withdrawn(
     assert {d.event_id for d in first} <= logged
     assert not {d.event_id for d in late} & logged
     assert len(errors) == 1
+
+
+def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
+    app: Flask, session: Session
+) -> None:
+    log = GroupCommitLog(runtime(app).engine, idle_seconds=0.05)
+    log.write(_page(2, 1))
+    assert log.running
+    _wait_for(lambda: not log.running)  # exited, its connection closed
+    log.write(_page(2, 2))  # a new writer starts
+    assert log.commits == 2
+    log.stop()
+    assert session.scalar(select(func.count()).select_from(Decision)) == 4
