@@ -18,7 +18,7 @@ from web.serving_catalog import ServingCatalog
 from web.state import Runtime
 
 DEFAULT_RENDITION = "boxart-342"
-# Renditions never change once made, so one cache per process serves every app in it.
+# One cache per process serves every app in it (renditions are re-read every 30 s).
 SERVING_CATALOG = ServingCatalog()
 
 

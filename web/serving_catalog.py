@@ -1,6 +1,6 @@
 """The catalog as decision serving reads it: one light query per request for everything an
 editor can change (active variants, their tags and features, the default), and each
-variant's renditions cached in the process, since a rendition never changes once made.
+variant's renditions cached in the process for a short while (they rarely change).
 
 Loading ORM objects with their relationships cost more than the decision itself; this keeps
 a decision's catalog read to one round trip without ever serving a paused variant.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -63,8 +64,12 @@ _RENDITIONS = select(
 class ServingCatalog:
     """Reads titles' active variants per request; caches renditions per variant."""
 
-    def __init__(self) -> None:
+    def __init__(self, rendition_ttl_seconds: float = 30.0) -> None:
         self._images: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        # Renditions are re-read after this long, so a variant re-rendered (new presets, a
+        # reprocess) is served with its new images within that time.
+        self._ttl = rendition_ttl_seconds
+        self._loaded_at: dict[str, float] = {}
         # artwork id → (tags JSON, features JSON, candidate): reused while the text matches,
         # so a variant is parsed and featurised once, not once per decision.
         self._candidates: dict[str, tuple[str, str, Candidate]] = {}
@@ -92,7 +97,10 @@ class ServingCatalog:
     ) -> dict[str, dict[str, Any] | None]:
         """The rendition to show for each artwork: `fmt` if made, else the next best."""
         wanted = set(artwork_ids)
-        missing = [a for a in wanted if a not in self._images]
+        now = time.monotonic()
+        missing = [
+            a for a in wanted if a not in self._images or now - self._loaded_at[a] > self._ttl
+        ]
         if missing:
             loaded: dict[str, dict[tuple[str, str], dict[str, Any]]] = {a: {} for a in missing}
             for artwork_id, name, kind, key, width, height in session.execute(
@@ -106,6 +114,7 @@ class ServingCatalog:
                 }
             with self._lock:
                 self._images.update(loaded)
+                self._loaded_at.update(dict.fromkeys(loaded, now))
         out: dict[str, dict[str, Any] | None] = {}
         for artwork_id in wanted:
             by_key = self._images.get(artwork_id, {})
