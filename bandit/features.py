@@ -1,11 +1,16 @@
 """Featurisation: turn a context, a slot and candidate actions into VW text-format lines.
 
-Namespaces (VW keys a namespace by its first character, so these letters are the names):
+Namespaces (VW keys a namespace by its first character; `bandit.config` checks they differ):
     u  the viewer's context (segment, country, device, hour...)
     t  the slot being decided (for keyart, the title and its genres)
     a  the candidate action (its id, tags and numeric features)
-The default arguments interact u×a and t×a, so the model learns which kind of action each
-kind of viewer, and each kind of slot, responds to.
+The default interactions cross u×a and t×a, so the model learns which kind of
+action each kind of viewer, and each kind of slot, responds to; because an action is also
+described by its tags and image features, what is learned carries over to actions never seen.
+
+Values are never fed raw where their scale would dominate: numbers within [-1, 1] are
+weights, larger ones become log-scale buckets, hour and weekday become points on a circle,
+timestamps become hour and weekday, and keys that identify one request or viewer are dropped.
 """
 
 from __future__ import annotations
@@ -14,24 +19,37 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
-CONTEXT_NS = "u"
-SLOT_NS = "t"
-ACTION_NS = "a"
+from bandit.config import NAMESPACES
+
+CONTEXT_NS = NAMESPACES["context"]
+SLOT_NS = NAMESPACES["slot"]
+ACTION_NS = NAMESPACES["action"]
 
 # Cyclic context values become a point on a circle, so 23h and 0h are neighbours.
 CYCLIC_PERIODS = {"hour": 24.0, "weekday": 7.0}
+# A moment is worth its hour and weekday; the raw instant would be a new feature each time.
+TIMESTAMP_KEYS = frozenset({"timestamp", "time", "ts", "datetime"})
+# Keys naming one viewer or request: a weight per value would only memorise, never generalise.
+DROPPED_KEYS = frozenset({"user", "user_id", "viewer_id", "session_id", "request_id", "event_id"})
 
 _UNSAFE = re.compile(r"[\s|:]+")
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One action the policy may choose: an opaque id and its features."""
+    """One action the policy may choose: an opaque id and its features (not to be mutated:
+    the VW tokens are computed once per candidate object and kept)."""
 
     id: str
     features: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def tokens(self) -> str:
+        return " ".join([f"id={_token(self.id)}", *feature_tokens(self.features)])
 
 
 def _token(text: str) -> str:
@@ -45,12 +63,47 @@ def _number(value: float) -> str:
     return f"{0.0 if abs(value) < 1e-9 else value:.6g}"
 
 
+def _cyclic(name: str, value: float, period: float) -> list[str]:
+    angle = 2 * math.pi * (value % period) / period
+    return [
+        f"{name}_sin:{_number(math.sin(angle))}",
+        f"{name}_cos:{_number(math.cos(angle))}",
+    ]
+
+
+def _bucket(value: float) -> str:
+    """Log-2 magnitude bucket with sign: 2 → `p1`, 35 → `p5`, -300 → `n8`."""
+    sign = "n" if value < 0 else "p"
+    return f"{sign}{int(math.log2(abs(value)))}"
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and math.isfinite(value):
+        # Epoch seconds, or milliseconds if it is too large to be seconds.
+        seconds = float(value) / 1000.0 if abs(value) > 1e11 else float(value)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None
+
+
 def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     """VW tokens for a feature mapping.
 
     Strings and booleans are categorical (`key=value`), lists are sets of categories,
-    finite numbers are weighted features (`key:value`), and the cyclic keys in
-    `CYCLIC_PERIODS` become their sine and cosine.
+    numbers within [-1, 1] are weighted features (`key:value`), larger numbers are log-2
+    buckets (`key=p5` for 32..63), the cyclic keys in `CYCLIC_PERIODS` become their sine and
+    cosine, a timestamp (epoch seconds or ISO 8601) becomes hour and weekday, and the
+    identifying keys in `DROPPED_KEYS` are left out.
 
     >>> feature_tokens({"segment": "teen scifi", "hour": 6, "tags": ["dark", "face"]})
     ['segment=teen_scifi', 'hour_sin:1', 'hour_cos:0', 'tags=dark', 'tags=face']
@@ -59,7 +112,13 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     for key in sorted(features):
         value = features[key]
         name = _token(str(key))
-        if value is None:
+        if value is None or str(key) in DROPPED_KEYS:
+            continue
+        if str(key) in TIMESTAMP_KEYS:
+            moment = _moment(value)
+            if moment is not None:
+                tokens.extend(_cyclic(f"{name}_hour", moment.hour + moment.minute / 60, 24.0))
+                tokens.extend(_cyclic(f"{name}_weekday", moment.weekday(), 7.0))
             continue
         if isinstance(value, bool):
             tokens.append(f"{name}={'true' if value else 'false'}")
@@ -69,11 +128,11 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
                 continue
             period = CYCLIC_PERIODS.get(str(key))
             if period is not None:
-                angle = 2 * math.pi * (number % period) / period
-                tokens.append(f"{name}_sin:{_number(math.sin(angle))}")
-                tokens.append(f"{name}_cos:{_number(math.cos(angle))}")
-            else:
+                tokens.extend(_cyclic(name, number, period))
+            elif -1.0 <= number <= 1.0:
                 tokens.append(f"{name}:{_number(number)}")
+            else:
+                tokens.append(f"{name}={_bucket(number)}")
         elif isinstance(value, list | tuple):
             tokens.extend(f"{name}={_token(str(item))}" for item in value if item is not None)
         else:
@@ -81,17 +140,21 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     return tokens
 
 
-def shared_line(context: Mapping[str, Any], slot_features: Mapping[str, Any]) -> str:
-    return (
-        f"shared |{CONTEXT_NS} {' '.join(feature_tokens(context))}"
-        f" |{SLOT_NS} {' '.join(feature_tokens(slot_features))}"
-    )
+def context_text(context: Mapping[str, Any]) -> str:
+    """The context namespace's tokens; a page of titles computes them once."""
+    return " ".join(feature_tokens(context))
+
+
+def shared_line(
+    context: Mapping[str, Any], slot_features: Mapping[str, Any], text: str | None = None
+) -> str:
+    text = context_text(context) if text is None else text
+    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {' '.join(feature_tokens(slot_features))}"
 
 
 def action_line(candidate: Candidate, label: str = "") -> str:
-    tokens = [f"id={_token(candidate.id)}", *feature_tokens(candidate.features)]
     prefix = f"{label} " if label else ""
-    return f"{prefix}|{ACTION_NS} {' '.join(tokens)}"
+    return f"{prefix}|{ACTION_NS} {candidate.tokens}"
 
 
 def example_lines(
@@ -99,9 +162,11 @@ def example_lines(
     slot_features: Mapping[str, Any],
     candidates: Sequence[Candidate],
     label: tuple[int, float, float] | None = None,
+    context_tokens: str | None = None,
 ) -> list[str]:
-    """The multi-line ADF example; `label` is (chosen index, cost, probability) when learning."""
-    lines = [shared_line(context, slot_features)]
+    """The multi-line ADF example; `label` is (chosen index, cost, probability) when learning;
+    `context_tokens` is `context_text(context)` when the caller already has it."""
+    lines = [shared_line(context, slot_features, context_tokens)]
     for index, candidate in enumerate(candidates):
         text = ""
         if label is not None and label[0] == index:

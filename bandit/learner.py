@@ -3,41 +3,75 @@ and save the new policy together with the log cursor in one transaction."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
-from bandit.features import Candidate
+from bandit.features import (
+    ACTION_NS,
+    CONTEXT_NS,
+    SLOT_NS,
+    Candidate,
+    _number,
+    context_text,
+)
 from bandit.models import Decision, Reward, utcnow
 from bandit.snapshots import load_latest, save_snapshot
 
 log = logging.getLogger(__name__)
 
 
+AGGREGATIONS = ("sum", "max")
+
+
 @dataclass(frozen=True)
 class RewardConfig:
-    """What each event type is worth. A decision's reward is the sum of its events' values,
-    clipped to [0, 1], so a click followed by a play is not worth more than a sure thing."""
+    """What each event type is worth and how a decision's events add up.
+
+    `values` maps an event type to its worth per unit of the event's value. With
+    `aggregation="sum"` a decision's reward is the sum of its events' worths clipped to
+    [0, 1], so a click followed by a play is not worth more than a sure thing; with "max" it
+    is the largest single worth (clipped likewise). Events count only if they arrive within
+    `wait_seconds` of the decision; a decision with none by then has reward 0.
+    """
 
     values: Mapping[str, float] = field(
         default_factory=lambda: {"click": 1.0, "play": 1.0, "impression": 0.0}
     )
     wait_seconds: float = 600.0
+    aggregation: str = "sum"
+    # Extra seconds the learner waits past the window, so an event accepted at the window's
+    # last instant (and a decision written just before) has committed before it is joined.
+    settle_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.wait_seconds < 0:
+        if not math.isfinite(self.wait_seconds) or self.wait_seconds < 0:
             raise ValueError("reward wait must be zero or more seconds")
         if "impression" not in self.values:
             raise ValueError("reward values must include 'impression'")
+        for kind, value in self.values.items():
+            if not kind or not math.isfinite(value):
+                raise ValueError(f"reward value of {kind!r} must be a finite number")
+        if not math.isfinite(self.settle_seconds) or self.settle_seconds < 0:
+            raise ValueError("reward settle time must be zero or more seconds")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"reward aggregation must be one of {', '.join(AGGREGATIONS)}")
 
     def reward(self, events: list[tuple[str, float]]) -> float:
-        total = sum(self.values.get(kind, 0.0) * value for kind, value in events)
+        worths = [self.values.get(kind, 0.0) * value for kind, value in events]
+        if not worths:
+            return 0.0
+        total = sum(worths) if self.aggregation == "sum" else max(worths)
         return min(1.0, max(0.0, total))
 
 
@@ -49,6 +83,89 @@ class LearnReport:
     version: int | None  # the snapshot saved, or None when there was nothing to learn
 
 
+_BATCH = (
+    select(
+        Decision.id,
+        Decision.event_id,
+        Decision.created_at,
+        Decision.slot,
+        cast(Decision.context, String),
+        cast(Decision.slot_features, String),
+        cast(Decision.candidates, String),
+        Decision.chosen_index,
+        Decision.probability,
+        Decision.deferred,
+    )
+    .where(Decision.id > bindparam("cursor"))
+    .order_by(Decision.id)
+    .limit(bindparam("size"))
+)
+
+
+# The batch's on-time events, by a join on the batch's id range rather than a list of ids.
+_REWARDS = (
+    select(Reward.event_id, Reward.type, Reward.value)
+    .join(Decision, Decision.event_id == Reward.event_id)
+    .where(
+        Decision.id >= bindparam("first"),
+        Decision.id <= bindparam("last"),
+        Reward.late.is_(False),
+    )
+)
+
+
+def _closed_batch(session: Session, cursor: int, horizon: datetime, size: int) -> list[Any]:
+    """The next decisions after `cursor`, in log order, up to the first whose window is still
+    open: stopping there (rather than filtering it out) means the cursor never passes a
+    decision that has not been scored yet, whatever the clocks of the processes that wrote
+    the log. JSON columns come back as their text, the key of `_Featuriser`'s caches."""
+    rows = session.execute(_BATCH, {"cursor": cursor, "size": size}).all()
+    return list(itertools.takewhile(lambda row: row.created_at <= horizon, rows))
+
+
+class _Featuriser:
+    """VW text for logged decisions, caching by the logged JSON text: a title's candidate
+    list and a segment's context repeat across thousands of decisions, and featurising
+    them is most of a learning pass's cost. The lines are exactly `example_lines`'."""
+
+    LIMIT = 50_000
+
+    def __init__(self) -> None:
+        self._context: dict[str, str] = {}
+        self._slot: dict[str, str] = {}
+        self._actions: dict[str, list[str]] = {}
+
+    @staticmethod
+    def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
+        if len(cache) >= _Featuriser.LIMIT:
+            cache.clear()
+        cache[key] = value
+        return value
+
+    def lines(self, row: Any, cost: float) -> list[str]:
+        context = self._context.get(row[4])
+        if context is None:
+            context = self._remember(self._context, row[4], context_text(json.loads(row[4])))
+        slot = self._slot.get(row[5])
+        if slot is None:
+            slot = self._remember(self._slot, row[5], context_text(json.loads(row[5])))
+        actions = self._actions.get(row[6])
+        if actions is None:
+            actions = self._remember(
+                self._actions,
+                row[6],
+                [Candidate(c["id"], c["features"]).tokens for c in json.loads(row[6])],
+            )
+        if len(actions) < 2:
+            return []
+        label = f"0:{_number(cost)}:{row.probability!r}"
+        lines = [f"shared |{CONTEXT_NS} {context} |{SLOT_NS} {slot}"]
+        for index, tokens in enumerate(actions):
+            prefix = f"{label} " if index == row.chosen_index else ""
+            lines.append(f"{prefix}|{ACTION_NS} {tokens}")
+        return lines
+
+
 def learn_once(
     session: Session,
     vw_args: str,
@@ -56,57 +173,58 @@ def learn_once(
     *,
     now: datetime | None = None,
     batch_size: int = 5000,
+    on_learned: Callable[[int], None] | None = None,
+    on_commit: Callable[[LearnReport], None] | None = None,
 ) -> LearnReport:
     """Learn every decision whose window has closed and that is past the cursor, in batches.
 
-    Each batch commits the new snapshot and the cursor together, so a learner killed at any
-    point restarts exactly where its last commit left it.
+    Each batch commits the new snapshot, its per-slot counts and the cursor together, so a
+    learner killed at any point restarts exactly where its last commit left it and learns
+    every joined decision exactly once. `on_learned(n)` is called after the n-th example of
+    this pass, `on_commit(report)` after each batch's commit (progress reporting).
     """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
     now = now or utcnow()
-    horizon = now - timedelta(seconds=rewards.wait_seconds)
+    horizon = now - timedelta(seconds=rewards.wait_seconds + rewards.settle_seconds)
     policy, snapshot = load_latest(session, vw_args)
     cursor = snapshot.cursor if snapshot else 0
     examples = snapshot.examples_learned if snapshot else 0
+    featuriser = _Featuriser()
     learned = skipped = 0
     version = None
     while True:
-        batch = session.scalars(
-            select(Decision)
-            .where(Decision.id > cursor, Decision.created_at <= horizon)
-            .order_by(Decision.id)
-            .limit(batch_size)
-        ).all()
+        batch = _closed_batch(session, cursor, horizon, batch_size)
         if not batch:
             break
         events: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for event_id, kind, value in session.execute(
-            select(Reward.event_id, Reward.type, Reward.value).where(
-                Reward.event_id.in_([d.event_id for d in batch]), Reward.late.is_(False)
-            )
+            _REWARDS, {"first": batch[0].id, "last": batch[-1].id}
         ):
             events[event_id].append((kind, value))
-        for decision in batch:
-            joined = events.get(decision.event_id, [])
+        for row in batch:
+            joined = events.get(row.event_id, [])
             # A deferred decision counts only if the UI said the image was shown.
-            shown = not decision.deferred or any(kind == "impression" for kind, _ in joined)
-            if not shown or len(decision.candidates) < 2:
+            shown = not row.deferred or any(kind == "impression" for kind, _ in joined)
+            lines = featuriser.lines(row, -rewards.reward(joined)) if shown else []
+            if not lines:  # not shown, or a single candidate: nothing to learn
                 skipped += 1
                 continue
-            policy.learn(
-                decision.context,
-                decision.slot_features,
-                [Candidate(c["id"], c["features"]) for c in decision.candidates],
-                decision.chosen_index,
-                -rewards.reward(joined),
-                decision.probability,
-            )
+            policy.learn_lines(lines)
+            policy.slot_examples[row.slot] = policy.slot_examples.get(row.slot, 0) + 1
             learned += 1
+            if on_learned is not None:
+                on_learned(learned)
         cursor = batch[-1].id
         saved = save_snapshot(session, policy, examples_learned=examples + learned, cursor=cursor)
         policy.version = saved.version
         session.commit()
         version = saved.version
         log.info("learned up to decision %d: policy version %d", cursor, version)
+        if on_commit is not None:
+            on_commit(LearnReport(learned=learned, skipped=skipped, cursor=cursor, version=version))
+        if len(batch) < batch_size:
+            break
     return LearnReport(learned=learned, skipped=skipped, cursor=cursor, version=version)
 
 

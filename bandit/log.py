@@ -8,21 +8,26 @@ import random
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bandit.features import Candidate
+from bandit.config import ExplorationConfig
+from bandit.features import Candidate, context_text
 from bandit.models import Decision, Reward, utcnow
-from bandit.policy import Policy, draw, sticky_seed
+from bandit.policy import Policy, apprentice, draw, sticky_seed, with_floor
 
 
 @dataclass(frozen=True)
 class DecisionRequest:
-    """Choose one of `candidates` for `slot`, for a viewer described by `context`."""
+    """Choose one of `candidates` for `slot`, for a viewer described by `context`.
+
+    `default_id` is the candidate served in apprentice mode (for keyart, the editor's
+    default artwork); when it is not among the candidates there is no apprentice mode.
+    """
 
     slot: str
     candidates: Sequence[Candidate]
@@ -30,25 +35,129 @@ class DecisionRequest:
     slot_features: Mapping[str, Any] = field(default_factory=dict)
     user: str | None = None
     deferred: bool = False
+    default_id: str | None = None
 
 
-@dataclass(frozen=True)
-class StickyConfig:
-    """How long a viewer keeps the same draw for a slot."""
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A decision as `choose` makes it: the row the log will hold (all but its id).
 
-    period_seconds: float = 7 * 24 * 3600.0
+    A plain record rather than an ORM object because a page makes dozens of them per request
+    and the group-commit writer inserts rows, not objects; `model()` gives the ORM object.
+    """
 
-    def __post_init__(self) -> None:
-        if self.period_seconds <= 0:
-            raise ValueError("sticky period must be positive")
+    event_id: str
+    created_at: datetime
+    slot: str
+    user_hash: str | None
+    context: dict[str, Any]
+    slot_features: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    chosen_id: str
+    chosen_index: int
+    probability: float
+    distribution: list[float]
+    policy_version: int
+    seed: int
+    activated: bool
+    deferred: bool
+    mode: str
 
-    def period(self, now: datetime) -> int:
-        return int(now.timestamp() // self.period_seconds)
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def model(self) -> Decision:
+        return Decision(**self.row())
+
+
+# How a decision's distribution came about, logged with it so a report can tell them apart.
+MODES = ("policy", "apprentice", "single")
 
 
 def user_hash(user: str) -> str:
     """Viewer keys are stored hashed: the log never holds a client's raw viewer id."""
     return hashlib.sha256(user.encode()).hexdigest()
+
+
+def sticky_period(now: datetime, exploration: ExplorationConfig) -> int:
+    return int(now.replace(tzinfo=UTC).timestamp() // exploration.sticky_period_seconds)
+
+
+def shaped_distribution(
+    policy: Policy,
+    request: DecisionRequest,
+    exploration: ExplorationConfig,
+    context_tokens: str | None = None,
+) -> tuple[list[float], str]:
+    """The distribution the draw uses, and its mode: one candidate is certain; a slot that
+    has learned fewer than the apprentice threshold serves its default; otherwise VW's
+    distribution with the floor mixed in."""
+    candidates = request.candidates
+    if len(candidates) == 1:
+        return [1.0], "single"
+    ids = [c.id for c in candidates]
+    learned = policy.slot_examples.get(request.slot, 0)
+    if request.default_id in ids and learned < exploration.apprentice_examples:
+        return apprentice(len(ids), ids.index(request.default_id), exploration.floor), "apprentice"
+    probabilities = policy.distribution(
+        request.context, request.slot_features, candidates, context_tokens
+    )
+    return with_floor(probabilities, exploration.floor), "policy"
+
+
+def choose(
+    policy: Policy,
+    requests: Sequence[DecisionRequest],
+    rng: random.Random,
+    *,
+    exploration: ExplorationConfig | None = None,
+    now: datetime | None = None,
+) -> list[DecisionRecord]:
+    """A decision for every request, not yet logged anywhere.
+
+    Each logged probability is exactly the one the draw used: the draw is made from the
+    logged distribution itself. With a `user`, the draw's seed comes from (user, slot,
+    sticky period), so the viewer keeps the same choice while the distribution holds still.
+    """
+    now = now or utcnow()
+    exploration = exploration or ExplorationConfig()
+    period = sticky_period(now, exploration)
+    decisions = []
+    # A page's requests share one context: featurise it once.
+    contexts: dict[int, str] = {}
+    for request in requests:
+        if not request.candidates:
+            raise ValueError(f"no candidates for slot {request.slot!r}")
+        key = id(request.context)
+        if key not in contexts:
+            contexts[key] = context_text(request.context)
+        probabilities, mode = shaped_distribution(policy, request, exploration, contexts[key])
+        if request.user is not None:
+            seed = sticky_seed(request.user, request.slot, period)
+        else:
+            seed = rng.getrandbits(63)
+        index = draw(probabilities, seed)
+        decisions.append(
+            DecisionRecord(
+                event_id=uuid.uuid4().hex,
+                created_at=now,
+                slot=request.slot,
+                user_hash=user_hash(request.user) if request.user is not None else None,
+                context=dict(request.context),
+                slot_features=dict(request.slot_features),
+                candidates=[{"id": c.id, "features": dict(c.features)} for c in request.candidates],
+                chosen_id=request.candidates[index].id,
+                chosen_index=index,
+                probability=probabilities[index],
+                distribution=probabilities,
+                policy_version=policy.version,
+                seed=seed,
+                activated=not request.deferred,
+                deferred=request.deferred,
+                mode=mode,
+            )
+        )
+    return decisions
 
 
 def decide(
@@ -57,46 +166,13 @@ def decide(
     requests: Sequence[DecisionRequest],
     rng: random.Random,
     *,
-    sticky: StickyConfig | None = None,
+    exploration: ExplorationConfig | None = None,
     now: datetime | None = None,
 ) -> list[Decision]:
-    """Choose for every request and add the decisions to `session` (the caller commits).
-
-    Each logged probability is the share the policy gave the chosen candidate, and the
-    draw is made from exactly that distribution.
-    """
-    now = now or utcnow()
-    sticky = sticky or StickyConfig()
-    decisions = []
-    for request in requests:
-        if not request.candidates:
-            raise ValueError(f"no candidates for slot {request.slot!r}")
-        probabilities = policy.distribution(
-            request.context, request.slot_features, request.candidates
-        )
-        if request.user is not None:
-            seed = sticky_seed(request.user, request.slot, sticky.period(now))
-        else:
-            seed = rng.getrandbits(63)
-        index = draw(probabilities, seed)
-        decision = Decision(
-            event_id=uuid.uuid4().hex,
-            created_at=now,
-            slot=request.slot,
-            user_hash=user_hash(request.user) if request.user is not None else None,
-            context=dict(request.context),
-            slot_features=dict(request.slot_features),
-            candidates=[{"id": c.id, "features": dict(c.features)} for c in request.candidates],
-            chosen_id=request.candidates[index].id,
-            chosen_index=index,
-            probability=probabilities[index],
-            distribution=probabilities,
-            policy_version=policy.version,
-            seed=seed,
-            activated=not request.deferred,
-            deferred=request.deferred,
-        )
-        decisions.append(decision)
+    """`choose`, and add the decisions to `session` (the caller commits)."""
+    decisions = [
+        record.model() for record in choose(policy, requests, rng, exploration=exploration, now=now)
+    ]
     session.add_all(decisions)
     return decisions
 

@@ -70,6 +70,9 @@ class Decision(LogBase):
     # False while a deferred decision waits for its impression event.
     activated: Mapped[bool] = mapped_column(Boolean, default=True)
     deferred: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How the distribution came about: "policy", "apprentice" (the slot's default, below the
+    # learned-examples threshold) or "single" (one candidate, served with probability 1).
+    mode: Mapped[str] = mapped_column(String(16), default="policy", server_default="policy")
 
 
 class Reward(LogBase):
@@ -100,6 +103,8 @@ class PolicySnapshot(LogBase):
     examples_learned: Mapped[int] = mapped_column(BigInteger, default=0)
     # Id of the last decision this model has seen (learned or skipped).
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Examples learned per slot, for the apprentice threshold.
+    slot_examples: Mapped[dict[str, int] | None] = mapped_column(JSON, default=dict)
 
 
 class Evaluation(LogBase):

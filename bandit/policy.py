@@ -28,10 +28,18 @@ class Policy:
     scales with processes, not threads.
     """
 
-    def __init__(self, vw_args: str, model: bytes | None = None, version: int = 0) -> None:
+    def __init__(
+        self,
+        vw_args: str,
+        model: bytes | None = None,
+        version: int = 0,
+        slot_examples: Mapping[str, int] | None = None,
+    ) -> None:
         argv = vw_argv(vw_args)
         self.vw_args = vw_args
         self.version = version
+        # Examples learned per slot: below the apprentice threshold a slot serves its default.
+        self.slot_examples: dict[str, int] = dict(slot_examples or {})
         self.workspace = (
             vw.Workspace(argv, model_data=model) if model is not None else vw.Workspace(argv)
         )
@@ -43,11 +51,12 @@ class Policy:
         context: Mapping[str, Any],
         slot_features: Mapping[str, Any],
         candidates: Sequence[Candidate],
+        context_tokens: str | None = None,
     ) -> list[float]:
         """Probability of each candidate, in the candidates' order, summing to one."""
         if len(candidates) == 1:
             return [1.0]
-        lines = example_lines(context, slot_features, candidates)
+        lines = example_lines(context, slot_features, candidates, None, context_tokens)
         with self._lock:
             example = [self._parser.parse_line(line) for line in lines]
             scored = self.workspace.predict_one(example)
@@ -70,6 +79,11 @@ class Policy:
         with self._lock:
             self.workspace.learn_one([self._parser.parse_line(line) for line in lines])
 
+    def learn_lines(self, lines: Sequence[str]) -> None:
+        """Learn one multi-line example already in VW text format (see `example_lines`)."""
+        with self._lock:
+            self.workspace.learn_one([self._parser.parse_line(line) for line in lines])
+
     def serialize(self) -> bytes:
         with self._lock:
             return self.workspace.serialize()
@@ -82,6 +96,29 @@ def normalise(probabilities: Sequence[float]) -> list[float]:
     if total <= 0:
         return [1.0 / len(probabilities)] * len(probabilities)
     return [p / total for p in probabilities]
+
+
+def with_floor(probabilities: Sequence[float], floor: float) -> list[float]:
+    """Mix `probabilities` with the uniform so every entry is at least `floor`:
+    p = floor + (1 − K·floor)·p. When K·floor ≥ 1 the floor cannot hold for all: uniform."""
+    k = len(probabilities)
+    if floor <= 0 or k < 2:
+        return list(probabilities)
+    if k * floor >= 1:
+        return [1.0 / k] * k
+    return normalise([floor + (1 - k * floor) * p for p in probabilities])
+
+
+def apprentice(count: int, default_index: int, floor: float) -> list[float]:
+    """The editor's default with 1 − (K − 1)·floor, every other candidate with the floor;
+    uniform when the floor is too large for that to favour the default."""
+    if count < 2:
+        return [1.0]
+    if (count - 1) * floor >= 1 - floor:
+        return [1.0 / count] * count
+    probabilities = [floor] * count
+    probabilities[default_index] = 1.0 - (count - 1) * floor
+    return probabilities
 
 
 def sticky_seed(user: str, slot: str, period: int) -> int:

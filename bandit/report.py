@@ -13,7 +13,9 @@ from scipy.stats import binomtest
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
+from bandit.config import ExplorationConfig
 from bandit.features import Candidate
+from bandit.log import DecisionRequest, shaped_distribution
 from bandit.models import Decision, Reward
 from bandit.policy import Policy
 
@@ -74,9 +76,12 @@ def _current_share(
     segment: str,
     policy: Policy,
     candidates: Sequence[Candidate],
+    exploration: ExplorationConfig,
+    default_id: str | None,
 ) -> dict[str, float]:
     """Average distribution the current policy gives today's candidates over the segment's
-    recent contexts: what the segment would see now."""
+    recent contexts, shaped as serving shapes it (floor, apprentice mode): what the segment
+    would see now."""
     seg = func.coalesce(Decision.context[segment_key].as_string(), "")
     rows = session.execute(
         select(Decision.context, Decision.slot_features)
@@ -86,9 +91,9 @@ def _current_share(
     ).all()
     totals = dict.fromkeys((c.id for c in candidates), 0.0)
     for context, slot_features in rows:
-        for candidate, p in zip(
-            candidates, policy.distribution(context, slot_features, candidates), strict=True
-        ):
+        request = DecisionRequest(slot, candidates, context, slot_features, default_id=default_id)
+        shares, _ = shaped_distribution(policy, request, exploration)
+        for candidate, p in zip(candidates, shares, strict=True):
             totals[candidate.id] += p
     return {k: v / len(rows) for k, v in totals.items()} if rows else {}
 
@@ -99,14 +104,20 @@ def action_report(
     policy: Policy,
     candidates: Sequence[Candidate],
     *,
+    exploration: ExplorationConfig | None = None,
+    default_id: str | None = None,
     segment_key: str = "segment",
     since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (action, segment) seen in the log or among the current candidates."""
+    exploration = exploration or ExplorationConfig()
     counts = _counts(session, slot, segment_key, since)
     segments = sorted({seg for _, seg in counts})
     shares = {
-        seg: _current_share(session, slot, segment_key, seg, policy, candidates) for seg in segments
+        seg: _current_share(
+            session, slot, segment_key, seg, policy, candidates, exploration, default_id
+        )
+        for seg in segments
     }
     actions = [c.id for c in candidates] + sorted(
         {a for a, _ in counts} - {c.id for c in candidates}

@@ -37,6 +37,7 @@ def save_snapshot(
         checksum=checksum(model),
         examples_learned=examples_learned,
         cursor=cursor,
+        slot_examples=dict(policy.slot_examples),
     )
     session.add(snapshot)
     return snapshot
@@ -60,7 +61,10 @@ def load_latest(session: Session, vw_args: str) -> tuple[Policy, PolicySnapshot 
             log.warning("policy snapshot %d fails its checksum; skipping it", snapshot.version)
             continue
         try:
-            return Policy(snapshot.vw_args, snapshot.model, snapshot.version), snapshot
+            policy = Policy(
+                snapshot.vw_args, snapshot.model, snapshot.version, snapshot.slot_examples
+            )
+            return policy, snapshot
         except RuntimeError as error:
             log.warning(
                 "policy snapshot %d does not load (%s); skipping it", snapshot.version, error
@@ -107,8 +111,12 @@ class ServingPolicy:
         self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling and wait for a refresh under way, so nothing uses the database after."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_seconds):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from bandit.features import Candidate
 from bandit.learner import learn_once
+from bandit.log import DecisionRequest, shaped_distribution
 from bandit.models import Decision, PolicySnapshot, utcnow
 from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload
@@ -96,17 +97,30 @@ def test_learns_each_segments_preferred_variant(
 
     # Every logged probability is the share the policy of that version gave the variant:
     # recompute each distribution with the snapshot that served it.
+    # The first decisions are apprentice ones (the editor's default, variant 1, below the
+    # learned-examples threshold); the rest are the policy's, floor included.
     policies = {0: Policy(runtime(app).settings.vw_args)}
     for snapshot in session.scalars(select(PolicySnapshot)):
-        policies[snapshot.version] = Policy(snapshot.vw_args, snapshot.model, snapshot.version)
+        policies[snapshot.version] = Policy(
+            snapshot.vw_args, snapshot.model, snapshot.version, snapshot.slot_examples
+        )
     decisions = session.scalars(select(Decision).order_by(Decision.id)).all()
     assert len(decisions) == 4000
     assert len({d.policy_version for d in decisions}) > 5
+    assert {d.mode for d in decisions} == {"apprentice", "policy"}
     for decision in decisions:
         candidates = [Candidate(c["id"], c["features"]) for c in decision.candidates]
-        expected = policies[decision.policy_version].distribution(
-            decision.context, decision.slot_features, candidates
+        request = DecisionRequest(
+            decision.slot,
+            candidates,
+            decision.context,
+            decision.slot_features,
+            default_id=variants[0],
         )
+        expected, mode = shaped_distribution(
+            policies[decision.policy_version], request, runtime(app).exploration
+        )
+        assert decision.mode == mode
         assert decision.distribution == expected
         assert decision.probability == expected[decision.chosen_index]
         assert decision.chosen_id == candidates[decision.chosen_index].id
@@ -149,7 +163,7 @@ def test_restarted_app_serves_the_latest_snapshot(
 
 @pytest.mark.parametrize("status", ["paused", "archived"])
 def test_inactive_variants_are_never_served(
-    client: FlaskClient, editor_headers: dict[str, str], status: str
+    client: FlaskClient, session: Session, editor_headers: dict[str, str], status: str
 ) -> None:
     variants = _title_with_three_variants(client, editor_headers)
     for artwork_id in variants[:2]:
@@ -160,6 +174,8 @@ def test_inactive_variants_are_never_served(
     for _ in range(20):
         _, artwork_id, probability = _serve(client, "segment-a", random.Random())
         assert artwork_id == variants[2] and probability == 1.0
+    (logged,) = {d.mode for d in session.scalars(select(Decision))}
+    assert logged == "single"
     client.patch(f"/api/v1/artworks/{variants[2]}", json={"status": status}, headers=editor_headers)
     response = client.post("/api/v1/decisions", json={"titles": ["space-show"]})
     assert response.json["decisions"][0]["error"]["code"] == "no_artwork"

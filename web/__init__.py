@@ -11,7 +11,7 @@ from flask import Flask, g
 
 from artwork.isolation import shared_pipeline_process
 from artwork.store import BlobStore
-from bandit.learner import RewardConfig
+from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
@@ -43,7 +43,7 @@ def create_app(
         sessions=sessions,
         store=BlobStore(settings.media_dir),
         policy=policy,
-        rewards=RewardConfig(dict(settings.reward_values), settings.reward_wait),
+        rewards=settings.reward_config(),
         limits=settings.ingest_limits,
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
@@ -51,6 +51,11 @@ def create_app(
         pipeline=shared_pipeline_process(settings.pipeline_timeout)
         if settings.isolate_pipeline
         else None,
+        exploration=settings.exploration(),
+        # An engine (pool) of its own, so request threads can never starve the writer.
+        decision_log=GroupCommitLog(
+            make_engine(settings.database_url), settings.decision_commit_max, owns_engine=True
+        ),
     )
 
     @app.before_request

@@ -70,10 +70,10 @@ def db_upgrade() -> None:
 @click.option("--once", is_flag=True, help="One pass over the log, then exit.")
 def learn(once: bool) -> None:
     """Teach the policy from decisions whose reward window has closed."""
-    from bandit.learner import RewardConfig, learn_forever, learn_once
+    from bandit.learner import learn_forever, learn_once
 
     settings = _settings()
-    rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+    rewards = settings.reward_config()
     if once:
         with _sessions(settings) as sessions, sessions() as session:
             report = learn_once(session, settings.vw_args, rewards)
@@ -177,9 +177,16 @@ def demo() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--threads",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Threads per worker: concurrent requests share decision-log commits.",
+)
 @click.option("--no-learner", is_flag=True, help="Serve only; run `keyart learn` elsewhere.")
 @click.option("--dev", is_flag=True, help="Flask's reloading development server.")
-def serve(host: str, port: int, workers: int, no_learner: bool, dev: bool) -> None:
+def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
     settings = _settings()
     # Each gunicorn worker writes its metrics here; /metrics sums them.
@@ -198,14 +205,14 @@ def serve(host: str, port: int, workers: int, no_learner: bool, dev: bool) -> No
 
             create_app(settings).run(host=host, port=port, debug=True, use_reloader=False)
         else:
-            _gunicorn(host, port, workers)
+            _gunicorn(host, port, workers, threads)
     finally:
         if learner is not None:
             learner.terminate()
             learner.wait(timeout=30)
 
 
-def _gunicorn(host: str, port: int, workers: int) -> None:
+def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
     from gunicorn.app.base import BaseApplication
     from prometheus_client import multiprocess
 
@@ -213,6 +220,9 @@ def _gunicorn(host: str, port: int, workers: int) -> None:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
+            # Threaded workers, so a process's concurrent requests share group commits.
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", threads)
             self.cfg.set("accesslog", None)
             self.cfg.set(
                 "child_exit", lambda _server, worker: multiprocess.mark_process_dead(worker.pid)
@@ -260,11 +270,10 @@ def export(
     rewards) as VW DSJSON lines."""
     from bandit.dsjson import write_dsjson
     from bandit.evaluation import logged_events
-    from bandit.learner import RewardConfig
     from web.db import make_engine, make_sessionmaker
 
     settings = _settings()
-    rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+    rewards = settings.reward_config()
     partial = path.with_name(path.name + ".partial")
     engine = make_engine(settings.database_url)
     try:
@@ -344,7 +353,6 @@ def evaluate(
         logged_events,
         save_evaluation,
     )
-    from bandit.learner import RewardConfig
     from bandit.snapshots import load_latest
     from web.db import make_engine, make_sessionmaker
 
@@ -373,7 +381,7 @@ def evaluate(
             result["source"] = str(path)
         else:
             with make_sessionmaker(engine)() as session:
-                rewards = RewardConfig(dict(settings.reward_values), settings.reward_wait)
+                rewards = settings.reward_config()
                 events = list(
                     logged_events(
                         session, rewards, since=since, until=until, slot=title, segment=segment

@@ -6,6 +6,7 @@ message naming the variable instead of surfacing later as a confusing failure.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import shlex
@@ -18,10 +19,14 @@ from artwork.embedding import BACKBONES
 from artwork.ingest import IngestLimits
 from artwork.pipeline import PipelineConfig
 from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
+from bandit.config import ExplorationConfig, FeatureConfig, compose_vw_args
+from bandit.learner import RewardConfig
 
-# Chosen by benchmarks/quality.py (100k simulated decisions: 96% of the oracle vs 84% for
-# --epsilon 0.1); see the README table.
-DEFAULT_VW_ARGS = "--cb_explore_adf --squarecb -q ua -q ta --quiet"
+# Exploration part of VW's command line. Chosen by benchmarks/quality.py (100k simulated
+# decisions: 96% of the oracle vs 84% for --epsilon 0.1); see the README table.
+DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb"
+# The full command line: exploration, then interactions and hash bits from FeatureConfig.
+DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())
 
 
 class ConfigError(ValueError):
@@ -59,6 +64,21 @@ class Settings:
     # decoder crash or hang costs the child), given this many seconds before they are refused.
     isolate_pipeline: bool = True
     pipeline_timeout: float = 60.0
+    # How a decision's event worths combine: "sum" (clipped to 1) or "max".
+    reward_aggregation: str = "sum"
+    # Least probability any active variant is served with (see bandit.config). 1%: with five
+    # variants at most 5% of traffic goes to the floor beyond VW's own exploration, which
+    # keeps the simulator's keyart within its regret budget (issue 5's quality test).
+    probability_floor: float = 0.01
+    # Learned examples per title below which the editor's default is served (apprentice).
+    apprentice_examples: int = 200
+    # How long a viewer (`user` key) keeps the same draw for a title.
+    sticky_period_seconds: float = 7 * 24 * 3600.0
+    # Decisions one group commit may carry; requests beyond it wait for the next commit.
+    decision_commit_max: int = 2000
+    # Seconds the learner waits past the reward window for in-flight writes to commit
+    # (KEYART_REWARD_SETTLE defaults to 5; 0 here so code building Settings joins exactly).
+    reward_settle: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -97,6 +117,20 @@ class Settings:
                 f"KEYART_EMBEDDING_WEIGHTS names {str(self.embedding_weights)!r}, "
                 "which is not a readable file"
             )
+        if not math.isfinite(self.reward_wait):
+            raise ConfigError("KEYART_REWARD_WAIT must be a finite number of seconds")
+        if self.reward_aggregation not in ("sum", "max"):
+            raise ConfigError("KEYART_REWARD_AGGREGATION must be 'sum' or 'max'")
+        if not (math.isfinite(self.reward_settle) and self.reward_settle >= 0):
+            raise ConfigError("KEYART_REWARD_SETTLE must be zero or more seconds")
+        if self.decision_commit_max < 1:
+            raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
+        if not 0.0 <= self.probability_floor < 0.5:
+            raise ConfigError("KEYART_PROBABILITY_FLOOR must be at least 0 and below 0.5")
+        if self.apprentice_examples < 0:
+            raise ConfigError("KEYART_APPRENTICE_EXAMPLES must be zero or more")
+        if not self.sticky_period_seconds > 0:
+            raise ConfigError("KEYART_STICKY_PERIOD must be a positive number of seconds")
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         return replace(self, **overrides)
@@ -114,6 +148,21 @@ class Settings:
             limits=self.ingest_limits,
             embedding_weights=self.embedding_weights,
             embedding_backbone=self.embedding_backbone,
+        )
+
+    def reward_config(self) -> RewardConfig:
+        return RewardConfig(
+            dict(self.reward_values),
+            self.reward_wait,
+            self.reward_aggregation,
+            self.reward_settle,
+        )
+
+    def exploration(self) -> ExplorationConfig:
+        return ExplorationConfig(
+            floor=self.probability_floor,
+            apprentice_examples=self.apprentice_examples,
+            sticky_period_seconds=self.sticky_period_seconds,
         )
 
 
@@ -197,7 +246,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         media_dir=Path(media) if media else Path(),
         secret_key=_secret_key(env, var_dir),
         reward_wait=_number(env, "KEYART_REWARD_WAIT", 600.0),
-        vw_args=env.get("KEYART_VW_ARGS") or DEFAULT_VW_ARGS,
         max_upload_bytes=int(_number(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
         policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),
         learn_interval_seconds=_number(env, "KEYART_LEARN_INTERVAL", 10.0),
@@ -210,4 +258,68 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedding_backbone=env.get("KEYART_EMBEDDING_BACKBONE") or "resnet18",
         isolate_pipeline=_flag(env, "KEYART_PIPELINE_ISOLATION", True),
         pipeline_timeout=_number(env, "KEYART_PIPELINE_TIMEOUT", 60.0),
+        **_decision_settings(env),
     )
+
+
+def _reward_values(env: Mapping[str, str]) -> dict[str, float]:
+    """KEYART_REWARD_VALUES: `click=1,play=1,impression=0` (impression must be named)."""
+    raw = env.get("KEYART_REWARD_VALUES", "")
+    if not raw.strip():
+        return {"click": 1.0, "play": 1.0, "impression": 0.0}
+    values: dict[str, float] = {}
+    for item in raw.split(","):
+        kind, sep, number = item.partition("=")
+        kind = kind.strip()
+        if not sep or not kind or not kind.replace("_", "").isalnum() or len(kind) > 32:
+            raise ConfigError(f"KEYART_REWARD_VALUES: {item.strip()!r} is not TYPE=NUMBER")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ConfigError(f"KEYART_REWARD_VALUES: {number.strip()!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"KEYART_REWARD_VALUES: {kind} must be finite")
+        values[kind] = value
+    if "impression" not in values:
+        raise ConfigError("KEYART_REWARD_VALUES must give a value for 'impression'")
+    return values
+
+
+def _vw_args(env: Mapping[str, str]) -> str:
+    """KEYART_VW_ARGS (exploration) + KEYART_INTERACTIONS + KEYART_HASH_BITS, checked by
+    starting a VW workspace with them, so a typo fails start-up rather than the first request."""
+    import vowpal_wabbit_next as vw
+
+    try:
+        interactions = FeatureConfig.parse_interactions(
+            env.get("KEYART_INTERACTIONS") or "context*action,slot*action"
+        )
+    except ValueError as error:
+        raise ConfigError(f"KEYART_INTERACTIONS: {error}") from None
+    try:
+        features = FeatureConfig(interactions, _integer(env, "KEYART_HASH_BITS", 18))
+    except ValueError as error:
+        raise ConfigError(f"KEYART_HASH_BITS/KEYART_INTERACTIONS: {error}") from None
+    try:
+        args = compose_vw_args(env.get("KEYART_VW_ARGS") or DEFAULT_EXPLORATION_ARGS, features)
+    except ValueError as error:
+        raise ConfigError(f"KEYART_VW_ARGS {error}") from None
+    try:
+        vw.Workspace(shlex.split(args))
+    except RuntimeError as error:
+        raise ConfigError(f"KEYART_VW_ARGS is rejected by VW: {error}") from None
+    return args
+
+
+def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The decision engine's settings (issue 4), parsed and named for errors."""
+    return {
+        "vw_args": _vw_args(env),
+        "reward_values": _reward_values(env),
+        "reward_aggregation": (env.get("KEYART_REWARD_AGGREGATION") or "sum").strip(),
+        "probability_floor": _number(env, "KEYART_PROBABILITY_FLOOR", 0.01),
+        "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
+        "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
+        "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
+        "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
+    }

@@ -176,7 +176,12 @@ def title_report(title: Title) -> dict[str, Any]:
     policy = runtime().policy.current
     active = [a for a in title.artworks if a.status == "active"]
     rows = action_report(
-        db(), title.id, policy, [Candidate(a.id, artwork_features(a)) for a in active]
+        db(),
+        title.id,
+        policy,
+        [Candidate(a.id, artwork_features(a)) for a in active],
+        exploration=runtime().exploration,
+        default_id=title.default_artwork_id,
     )
     labels = {a.id: a.label for a in title.artworks}
     for row in rows:
@@ -230,3 +235,21 @@ def latest_evaluations() -> Response:
             raise ApiError(404, "unknown_title", f"no title {title!r}")
         out["title"] = evaluation_json(latest_evaluation(session, title, segment))
     return jsonify(out)
+
+
+@bp.get("/titles/<title_id>/serving")
+@editor_required
+def title_serving(title_id: str) -> Response:
+    """Apprentice or policy for this title, and the counts behind it (issue 4's report)."""
+    from bandit.serving_mode import serving_mode
+
+    session = db()
+    title = session.get(Title, title_id)
+    if title is None:
+        raise ApiError(404, "unknown_title", f"no title {title_id!r}")
+    state = runtime()
+    report = serving_mode(session, title_id, state.policy.current, state.exploration)
+    # Without a default variant there is nothing to apprentice to: the policy serves.
+    if title.default_artwork_id is None:
+        report["mode"] = "policy"
+    return jsonify({"title": title_id, **report})

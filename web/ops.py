@@ -156,6 +156,13 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _answer("The title"), **ERRORS},
             }
         },
+        "/api/v1/titles/{title}/serving": {
+            "get": {
+                "summary": "Apprentice or policy for this title, and why",
+                "security": EDITOR,
+                "responses": {"200": _answer("Serving mode"), "404": _answer("Unknown title")},
+            }
+        },
         "/api/v1/policy": {
             "get": {
                 "summary": "The current policy snapshot",

@@ -9,14 +9,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from artwork.catalog import titles_with_active_artwork
 from artwork.models import Artwork, Title
 from artwork.renditions import FORMATS
-from bandit.features import Candidate
-from bandit.log import DecisionRequest, decide
+from bandit.decision_log import DecisionLogError
+from bandit.log import DecisionRequest, choose
+from web.errors import ApiError
+from web.serving_catalog import ServingCatalog
 from web.state import Runtime
 
 DEFAULT_RENDITION = "boxart-342"
+# One cache per process serves every app in it (renditions are re-read every 30 s).
+SERVING_CATALOG = ServingCatalog()
 
 
 @dataclass(frozen=True)
@@ -54,40 +57,42 @@ def image_of(artwork: Artwork, preset: str, fmt: str) -> dict[str, Any] | None:
     return None
 
 
-def placeholder_of(artwork: Artwork, preset: str) -> dict[str, Any] | None:
-    """What a UI can paint before the image arrives: the variant's dominant colour and the
-    blurhash of this preset's crop."""
-    stored = artwork.placeholder
-    if not stored:
-        return None
-    return {"color": stored.get("color"), "blurhash": (stored.get("blurhash") or {}).get(preset)}
-
-
 def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
-    be served gets an `error` of its own and does not fail the others. Commits the log."""
-    catalog = titles_with_active_artwork(session, page.titles)
+    be served gets an `error` of its own and does not fail the others. The decisions are
+    durable (group-committed) before this returns."""
+    catalog = SERVING_CATALOG.titles(session, page.titles)
     requests: list[DecisionRequest] = []
-    artworks: dict[str, dict[str, Artwork]] = {}
     for title_id in dict.fromkeys(page.titles):
         found = catalog.get(title_id)
-        if found is None or not found[1]:
+        if found is None or not found.variants:
             continue
-        title, active = found
-        artworks[title_id] = {a.id: a for a in active}
         requests.append(
             DecisionRequest(
                 slot=title_id,
-                candidates=[Candidate(a.id, artwork_features(a)) for a in active],
+                candidates=found.variants,
                 context=page.context,
-                slot_features=title_features(title),
+                slot_features={"title": found.id, "genre": found.genres},
                 user=page.user,
                 deferred=page.deferred,
+                default_id=found.default_id,
             )
         )
     policy = runtime.policy.current
-    decisions = decide(session, policy, requests, runtime.rng)
-    session.commit()
+    decisions = choose(policy, requests, runtime.rng, exploration=runtime.exploration)
+    if runtime.decision_log is None:
+        session.add_all([d.model() for d in decisions])
+        session.commit()
+    else:
+        # End the catalog read first: its connection goes back to the pool while we wait.
+        session.commit()
+        try:
+            runtime.decision_log.write(decisions)
+        except DecisionLogError as error:
+            raise ApiError(503, "log_unavailable", str(error)) from None
+    images = SERVING_CATALOG.image(
+        session, [d.chosen_id for d in decisions], page.rendition, page.format
+    )
 
     by_title = {d.slot: d for d in decisions}
     out = []
@@ -103,16 +108,16 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 }
             out.append({"title": title_id, "error": error})
             continue
-        artwork = artworks[title_id][decision.chosen_id]
         out.append(
             {
                 "title": title_id,
                 "event_id": decision.event_id,
                 "artwork_id": decision.chosen_id,
-                "image": image_of(artwork, page.rendition, page.format),
-                "placeholder": placeholder_of(artwork, page.rendition),
+                "image": images[decision.chosen_id],
+                "placeholder": SERVING_CATALOG.placeholder(decision.chosen_id, page.rendition),
                 "probability": decision.probability,
                 "policy_version": decision.policy_version,
+                "mode": decision.mode,
             }
         )
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from artwork.ingest import IngestLimits
 from artwork.isolation import PipelineProcess
 from artwork.store import BlobStore
+from bandit.config import ExplorationConfig
+from bandit.decision_log import GroupCommitLog
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings
@@ -31,6 +33,9 @@ class Runtime:
     rng: random.Random
     # Runs the artwork pipeline for uploads in a child process; None: in this process.
     pipeline: PipelineProcess | None = None
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    # Where decisions are written (group commit); None writes them in the request's session.
+    decision_log: GroupCommitLog | None = None
 
 
 def runtime() -> Runtime:

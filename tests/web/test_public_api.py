@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bandit.models import Decision, Reward
-from tests.helpers import poster_bytes, upload
+from tests.helpers import poster_bytes, runtime, upload
 from web import create_app
 
 
@@ -40,7 +42,11 @@ def test_a_page_with_good_and_bad_titles(client: FlaskClient, catalog: list[str]
     )
     assert response.status_code == 200
     show, nope, empty = response.json["decisions"]
-    assert show["artwork_id"] in catalog and show["probability"] == pytest.approx(0.5)
+    # A new title is in apprentice mode: the editor's default (the first upload) gets
+    # 1 − floor, the other variant the floor.
+    assert show["mode"] == "apprentice" and show["artwork_id"] in catalog
+    expected = 0.99 if show["artwork_id"] == catalog[0] else 0.01
+    assert show["probability"] == pytest.approx(expected)
     assert show["image"]["format"] == "webp" and show["image"]["width"] == 342
     with client.get(show["image"]["url"]) as media:
         assert media.status_code == 200 and media.mimetype == "image/webp"
@@ -77,7 +83,12 @@ def test_format_is_negotiated_from_accept(client: FlaskClient, catalog: list[str
     assert fmt("application/json") == "jpg"
 
 
-def test_same_user_gets_the_same_variant(client: FlaskClient, catalog: list[str]) -> None:
+def test_same_user_gets_the_same_variant(
+    app: Flask, client: FlaskClient, catalog: list[str]
+) -> None:
+    # Past apprentice mode, so both variants have a real share.
+    runtime(app).exploration = replace(runtime(app).exploration, apprentice_examples=0)
+
     def chosen(user: str) -> str:
         body = {"user": user, "context": {"segment": "a"}, "titles": ["show"]}
         return client.post("/api/v1/decisions", json=body).json["decisions"][0]["artwork_id"]

@@ -1,0 +1,156 @@
+"""The decision engine's knobs, as frozen dataclasses validated on construction: how examples
+are featurised and hashed, how much the policy must explore, and how VW is started."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+# VW keys a namespace by its first character, so two namespaces sharing a first letter
+# would silently be one; `check_namespaces` enforces distinct letters. (The names are also
+# part of every feature's hash: renaming them would orphan every saved model.)
+NAMESPACES = {"context": "u", "slot": "t", "action": "a"}
+
+# Options that would make a serving or learning workspace read or write files, listen on a
+# port, or change hashing/interactions behind the featuriser's back.
+_FORBIDDEN_VW_OPTIONS = {
+    "-d": "reads a data file",
+    "--data": "reads a data file",
+    "-f": "writes a model file",
+    "--final_regressor": "writes a model file",
+    "-i": "reads a model file",
+    "--initial_regressor": "reads a model file",
+    "-c": "writes a cache file",
+    "--cache": "writes a cache file",
+    "--cache_file": "writes a cache file",
+    "-p": "writes predictions to a file",
+    "--predictions": "writes predictions to a file",
+    "--daemon": "listens on a port",
+    "-b": "is set by KEYART_HASH_BITS",
+    "--bit_precision": "is set by KEYART_HASH_BITS",
+    "-q": "is set by KEYART_INTERACTIONS",
+    "--quadratic": "is set by KEYART_INTERACTIONS",
+    "--interactions": "is set by KEYART_INTERACTIONS",
+    "--cubic": "is set by KEYART_INTERACTIONS",
+}
+
+
+def check_namespaces(names: dict[str, str]) -> None:
+    """Raise ValueError if two namespace names share a first character."""
+    seen: dict[str, str] = {}
+    for name in names.values():
+        if not name or not name[0].isalpha():
+            raise ValueError(f"namespace {name!r} must start with a letter")
+        other = seen.get(name[0])
+        if other is not None:
+            raise ValueError(
+                f"namespaces {other!r} and {name!r} share the first letter {name[0]!r}; "
+                "VW would hash them as one namespace"
+            )
+        seen[name[0]] = name
+
+
+check_namespaces(NAMESPACES)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Which namespaces are crossed, and how many bits the feature hash has.
+
+    Interactions are pairs of namespace roles (`context`, `slot`, `action`); the default
+    crosses the viewer with the variant (which look each kind of viewer responds to) and the
+    title with the variant (which look works for this title at all).
+
+    18 bits is 262,144 weight slots. A decision has about 10 context, 5 title and 10 variant
+    features, so the two crosses make about 150 hashed features per candidate; the distinct
+    crossed features across a catalog grow with segments × variant tags and titles × variant
+    ids, which stays far below 2^18 until tens of thousands of variants. Raise the bits for a
+    bigger catalog: each extra bit doubles the snapshot's worst-case size.
+    """
+
+    interactions: tuple[tuple[str, str], ...] = (("context", "action"), ("slot", "action"))
+    hash_bits: int = 18
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.hash_bits <= 30:
+            raise ValueError("hash bits must be between 10 and 30")
+        for pair in self.interactions:
+            if len(pair) != 2 or any(role not in NAMESPACES for role in pair):
+                raise ValueError(
+                    f"interaction {pair!r} must pair two of {', '.join(sorted(NAMESPACES))}"
+                )
+
+    def vw_args(self) -> str:
+        crosses = " ".join(f"-q {NAMESPACES[a][0]}{NAMESPACES[b][0]}" for a, b in self.interactions)
+        return f"{crosses} -b {self.hash_bits}".strip()
+
+    @classmethod
+    def parse_interactions(cls, text: str) -> tuple[tuple[str, str], ...]:
+        """`"context*action, slot*action"` → (("context", "action"), ("slot", "action"))."""
+        pairs = []
+        for item in text.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            parts = tuple(part.strip() for part in item.split("*"))
+            if len(parts) != 2 or any(p not in NAMESPACES for p in parts):
+                raise ValueError(
+                    f"{item!r} is not ROLE*ROLE with roles {', '.join(sorted(NAMESPACES))}"
+                )
+            pairs.append((parts[0], parts[1]))
+        return tuple(pairs)
+
+
+def check_exploration_args(vw_args: str) -> list[str]:
+    """The argv of `vw_args` if it is a `--cb_explore_adf` setup VW accepts, else ValueError.
+
+    Files, ports, hashing and interactions are not VW arguments' business here: the first
+    would make serving touch the disk, the others belong to `FeatureConfig`.
+    """
+    try:
+        argv = shlex.split(vw_args)
+    except ValueError as error:
+        raise ValueError(f"cannot be split into arguments ({error})") from None
+    if "--cb_explore_adf" not in argv:
+        raise ValueError("must include --cb_explore_adf")
+    for token in argv:
+        option = token.split("=", 1)[0]
+        if option in _FORBIDDEN_VW_OPTIONS:
+            raise ValueError(f"must not use {option}: it {_FORBIDDEN_VW_OPTIONS[option]}")
+    return argv
+
+
+def compose_vw_args(exploration_args: str, features: FeatureConfig) -> str:
+    """The full VW command line: exploration arguments, then interactions and hash bits."""
+    argv = check_exploration_args(exploration_args)
+    if "--quiet" not in argv:
+        argv.append("--quiet")
+    return f"{shlex.join(argv)} {features.vw_args()}"
+
+
+@dataclass(frozen=True)
+class ExplorationConfig:
+    """How a distribution is shaped before the draw.
+
+    floor: every candidate keeps at least this probability. It composes with VW's own
+        exploration by mixing: p = floor + (1 − K·floor)·p_vw for K candidates, so with
+        `--epsilon ε` each candidate has at least floor + (1 − K·floor)·ε/K. When K·floor
+        exceeds one the floor cannot hold for all and the distribution is uniform.
+    apprentice_examples: below this many learned examples of a slot, the slot's default
+        action is served with 1 − (K − 1)·floor and every other candidate with the floor
+        (for two variants: the default with 1 − floor), so a new title starts from the
+        editor's choice while still collecting the exploration data the learner needs.
+    sticky_period_seconds: a viewer's draw for a slot is fixed for this long.
+    """
+
+    floor: float = 0.01
+    apprentice_examples: int = 200
+    sticky_period_seconds: float = 7 * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.floor < 0.5:
+            raise ValueError("probability floor must be at least 0 and below 0.5")
+        if self.apprentice_examples < 0:
+            raise ValueError("apprentice threshold must be zero or more examples")
+        if self.sticky_period_seconds <= 0:
+            raise ValueError("sticky period must be positive")

@@ -1,0 +1,194 @@
+"""Group commit for the decision log: many requests' decisions share one transaction, and
+each request still returns only once its own decisions are durable.
+
+A commit costs a round trip (PostgreSQL) or a WAL sync (SQLite) however few rows it carries,
+so one per request caps throughput at the database's commit rate. Here request threads hand
+their rows to one writer thread per process and wait; the writer takes everything queued
+since its last commit, inserts it in one statement and commits once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, text
+
+from bandit.models import Decision
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = [c.key for c in Decision.__table__.columns if c.key != "id"]
+
+
+class DecisionLogError(RuntimeError):
+    """The decisions could not be made durable; the request must not claim they were logged."""
+
+
+def decision_row(decision: Any) -> dict[str, Any]:
+    """The row for a `Decision` or a `bandit.log.DecisionRecord`."""
+    return {key: getattr(decision, key) for key in _COLUMNS}
+
+
+class GroupCommitLog:
+    """Durable, batched writes of decisions through `engine`.
+
+    `write()` blocks until the commit that carries its rows has returned (or raises
+    `DecisionLogError`). At most `max_rows` rows go into one commit, so a burst is split
+    rather than building one huge transaction. The writer thread starts on first use, in
+    the process that uses it (a thread never crosses a fork). Give it an engine of its own:
+    if it shared a pool with the threads waiting on it, they could hold every connection.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        max_rows: int = 2000,
+        timeout_seconds: float = 30.0,
+        *,
+        idle_seconds: float = 5.0,
+        owns_engine: bool = False,
+    ):
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self._engine = engine
+        # After this long without work the writer closes its connection and exits (the next
+        # write starts it again); with `owns_engine` it also disposes of the engine's pool.
+        self._idle = idle_seconds
+        self._owns_engine = owns_engine
+        self._max_rows = max_rows
+        self._timeout = timeout_seconds
+        self._condition = threading.Condition()
+        self._pending: list[tuple[list[dict[str, Any]], Future[None]]] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stopping = False
+        self._in_flight = 0
+        self.commits = 0  # how many transactions carried decisions, for tests and metrics
+
+    def write(self, decisions: Sequence[Any]) -> None:
+        if not decisions:
+            return
+        done: Future[None] = Future()
+        entry = ([decision_row(d) for d in decisions], done)
+        with self._condition:
+            self._ensure_thread()
+            self._pending.append(entry)
+            self._condition.notify()
+        try:
+            done.result(timeout=self._timeout)
+        except TimeoutError:
+            with self._condition:
+                queued = [i for i, e in enumerate(self._pending) if e is entry]
+                if queued:
+                    # Never written: withdraw it, so no decision is logged that was not served.
+                    del self._pending[queued[0]]
+                    raise DecisionLogError("the decision log did not commit in time") from None
+            # Already in the commit under way: its outcome is this request's.
+            done.result()
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the next commit."""
+        with self._condition:
+            return len(self._pending)
+
+    @property
+    def waiting(self) -> int:
+        """Requests not answered yet: queued, or in the commit under way."""
+        with self._condition:
+            return len(self._pending) + self._in_flight
+
+    @property
+    def running(self) -> bool:
+        """Whether a writer thread (and its connection) is up."""
+        with self._condition:
+            return self._thread is not None
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            return
+        self._stopping = False
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="keyart-decision-log", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> list[tuple[list[dict[str, Any]], Future[None]]] | None:
+        with self._condition:
+            while not self._pending and not self._stopping:
+                if not self._condition.wait(self._idle) and not self._pending:
+                    break
+            if not self._pending:
+                return None
+            taken, rows = [], 0
+            # Whole requests only: a request's decisions are committed together.
+            while self._pending and (
+                not taken or rows + len(self._pending[0][0]) <= self._max_rows
+            ):
+                entry = self._pending.pop(0)
+                taken.append(entry)
+                rows += len(entry[0])
+            self._in_flight = len(taken)
+            return taken
+
+    def _run(self) -> None:
+        # The writer keeps a connection of its own: borrowing from the pool the requests use
+        # could starve it while every request thread holds a connection and waits for it.
+        connection: Connection | None = None
+        while True:
+            taken = self._take()
+            if taken is None:
+                with self._condition:
+                    if self._pending and not self._stopping:
+                        continue  # a write came in meanwhile
+                    if connection is not None:
+                        connection.close()
+                    if self._owns_engine:
+                        self._engine.dispose()
+                    # Under the lock: the next write sees no thread and starts one.
+                    self._thread = None
+                    return
+            rows = [row for entry_rows, _ in taken for row in entry_rows]
+            try:
+                if connection is None:
+                    connection = self._engine.connect()
+                    if self._engine.dialect.name == "sqlite":
+                        # FULL makes a WAL commit survive power loss, not just a crash; the
+                        # engine's other connections keep NORMAL.
+                        connection.execute(text("PRAGMA synchronous=FULL"))
+                        connection.commit()
+                with connection.begin():
+                    connection.execute(insert(Decision), rows)
+            except Exception as error:  # every waiting request hears of it
+                log.exception("writing %d decisions failed", len(rows))
+                if connection is not None:
+                    connection.invalidate()
+                    connection.close()
+                    connection = None
+                failure = DecisionLogError(
+                    f"the decision log is unavailable ({type(error).__name__})"
+                )
+                self._answer(taken, failure)
+                continue
+            self.commits += 1
+            self._answer(taken, None)
+
+    def _answer(
+        self, taken: list[tuple[list[dict[str, Any]], Future[None]]], error: Exception | None
+    ) -> None:
+        with self._condition:
+            self._in_flight = 0
+        for _, done in taken:
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)

@@ -1,0 +1,224 @@
+"""Learning throughput: decisions learned per second by keyart's learner from the SQL log,
+next to VW's own command-line driver on the same decisions written as DSJSON, in one run.
+
+    python benchmarks/learner.py [--decisions 20000] [--batch 5000]
+                                 [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+                                 [--only sqlite|postgres]
+
+The log is simulated: 40 titles × 3 variants (tags and image features), viewers in five
+segments, each decision drawn by the policy as serving draws it, ~15% clicked. keyart's
+figure covers everything a learning pass does: reading decisions and rewards by cursor,
+joining, featurising, VW learning, and committing a snapshot with the cursor per batch.
+VW's figure is `vowpal_wabbit_next.run_cli_driver` with the same arguments and `--dsjson`
+(parsing JSON in C++ and learning; no database, no snapshots). Target: ratio ≥ 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import vowpal_wabbit_next as vw  # noqa: E402
+
+from bandit.config import ExplorationConfig  # noqa: E402
+from bandit.decision_log import decision_row  # noqa: E402
+from bandit.features import Candidate, example_lines, feature_tokens  # noqa: E402
+from bandit.learner import RewardConfig, learn_once  # noqa: E402
+from bandit.log import DecisionRequest, choose  # noqa: E402
+from bandit.models import Decision, Reward, utcnow  # noqa: E402
+from bandit.policy import Policy  # noqa: E402
+from web.config import DEFAULT_VW_ARGS  # noqa: E402
+from web.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
+
+SEGMENTS = ["teen-scifi", "family", "crime-buffs", "romance", "documentary"]
+LOOKS = ["face", "landscape", "group", "typographic", "close-up"]
+HUES = ["red", "blue", "green", "none"]
+
+
+def simulated_log(count: int, seed: int) -> tuple[list[Decision], list[dict[str, Any]]]:
+    """Decisions drawn by a fresh policy (as serving draws them) and their click events."""
+    rng = random.Random(seed)
+    titles = []
+    for n in range(40):
+        candidates = [
+            Candidate(
+                f"t{n}-v{k}",
+                {
+                    "tag": rng.sample(LOOKS, 2),
+                    "brightness": round(rng.random(), 3),
+                    "contrast": round(rng.random(), 3),
+                    "saturation": round(rng.random(), 3),
+                    "hue": rng.choice(HUES),
+                },
+            )
+            for k in range(3)
+        ]
+        titles.append((f"title-{n}", {"title": f"title-{n}", "genre": ["drama"]}, candidates))
+    likes = {s: rng.choice(LOOKS) for s in SEGMENTS}
+    policy = Policy(DEFAULT_VW_ARGS)
+    exploration = ExplorationConfig(floor=0.05, apprentice_examples=0)
+    start = utcnow() - timedelta(days=2)
+    decisions, events = [], []
+    for i in range(count):
+        slot, slot_features, candidates = rng.choice(titles)
+        segment = rng.choice(SEGMENTS)
+        context = {
+            "segment": segment,
+            "device": rng.choice(["tv", "web", "phone"]),
+            "country": rng.choice(["US", "FR", "JP"]),
+            "hour": rng.randrange(24),
+        }
+        request = DecisionRequest(slot, candidates, context, slot_features)
+        (decision,) = choose(
+            policy, [request], rng, exploration=exploration, now=start + timedelta(seconds=i)
+        )
+        decisions.append(decision)
+        liked = likes[segment] in candidates[decision.chosen_index].features["tag"]
+        if rng.random() < (0.4 if liked else 0.05):
+            events.append(
+                {
+                    "event_id": decision.event_id,
+                    "type": "click",
+                    "value": 1.0,
+                    "created_at": decision.created_at + timedelta(seconds=30),
+                    "late": False,
+                }
+            )
+    return decisions, events
+
+
+def _namespace(features: dict[str, Any]) -> dict[str, Any]:
+    """keyart's tokens as a DSJSON namespace object: `k=v` → {"k=v": 1}, `k:x` → {"k": x}."""
+    out: dict[str, Any] = {}
+    for token in feature_tokens(features):
+        name, sep, weight = token.rpartition(":")
+        if sep and "=" not in token:
+            out[name] = float(weight)
+        else:
+            out[token] = 1
+    return out
+
+
+def write_dsjson(path: Path, decisions: list[Decision], rewards: dict[str, float]) -> None:
+    """The decisions in VW's decision-service JSON, with the same features keyart learns."""
+    with path.open("w") as out:
+        for d in decisions:
+            line = {
+                "_label_cost": -rewards.get(d.event_id, 0.0),
+                "_label_probability": d.probability,
+                "_label_Action": d.chosen_index + 1,
+                "_labelIndex": d.chosen_index,
+                "EventId": d.event_id,
+                "a": list(range(1, len(d.candidates) + 1)),
+                "c": {
+                    "user": _namespace(d.context),
+                    "title": _namespace(d.slot_features),
+                    "_multi": [
+                        {"art": {f"id={c['id']}": 1, **_namespace(c["features"])}}
+                        for c in d.candidates
+                    ],
+                },
+                "p": d.distribution,
+            }
+            out.write(json.dumps(line) + "\n")
+
+
+def bench(name: str, url: str, decisions: list[Decision], events: list[dict[str, Any]],
+          args: argparse.Namespace, work: Path) -> None:  # fmt: skip
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(insert(Decision), [decision_row(d) for d in decisions])
+        if events:
+            connection.execute(insert(Reward), events)
+    sessions = make_sessionmaker(engine)
+    rewards = RewardConfig(wait_seconds=600.0)
+    with sessions() as session:
+        started = time.perf_counter()
+        report = learn_once(session, DEFAULT_VW_ARGS, rewards, batch_size=args.batch)
+        ours = time.perf_counter() - started
+        # The rewards exactly as the learner joined them, for the DSJSON file.
+        clicked = {event_id: 1.0 for (event_id,) in session.execute(select(Reward.event_id))}
+        ordered = session.scalars(select(Decision).order_by(Decision.id)).all()
+    engine.dispose()
+
+    path = work / f"{name}.dsjson"
+    write_dsjson(path, list(ordered), clicked)
+    argv = [*shlex.split(DEFAULT_VW_ARGS), "--dsjson", "-d", str(path)]
+    started = time.perf_counter()
+    vw.run_cli_driver(argv)
+    theirs = time.perf_counter() - started
+
+    # The floor under any Python learner: the binding alone, on text already featurised.
+    lines = [
+        example_lines(
+            d.context,
+            d.slot_features,
+            [Candidate(c["id"], c["features"]) for c in d.candidates],
+            (d.chosen_index, -clicked.get(d.event_id, 0.0), d.probability),
+        )
+        for d in ordered
+    ]
+    binding = Policy(DEFAULT_VW_ARGS)
+    started = time.perf_counter()
+    for example in lines:
+        binding.learn_lines(example)
+    bound = time.perf_counter() - started
+
+    ours_rate = report.learned / ours
+    theirs_rate = len(ordered) / theirs
+    bound_rate = len(lines) / bound
+    print(f"\n{name}: {report.learned} decisions, batches of {args.batch}")
+    print(f"  keyart learner from SQL:    {ours_rate:10.0f} decisions/s ({ours:.2f}s)")
+    print(f"  VW CLI driver on DSJSON:    {theirs_rate:10.0f} decisions/s ({theirs:.2f}s)")
+    print(f"  ratio keyart / VW:          {ours_rate / theirs_rate:10.2f}   (target ≥ 0.5)")
+    print(
+        f"  (VW's Python binding alone, pre-featurised text: {bound_rate:.0f} decisions/s, "
+        f"{bound_rate / theirs_rate:.2f} of the CLI: the ceiling for a learner in Python)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decisions", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    print(f"simulating {args.decisions} decisions...", flush=True)
+    decisions, events = simulated_log(args.decisions, seed=1)
+    with tempfile.TemporaryDirectory(prefix="keyart-learner-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "sqlite"):
+            bench("SQLite", f"sqlite:///{work / 'keyart.db'}", decisions, events, args, work)
+        if args.only in (None, "postgres"):
+            admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+            db = f"keyart_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{db}"'))
+            try:
+                url = make_url(args.postgres).set(database=db).render_as_string(hide_password=False)
+                bench("PostgreSQL", url, decisions, events, args, work)
+            finally:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

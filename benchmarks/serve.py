@@ -1,0 +1,328 @@
+"""Decision-serving throughput and latency, over loopback, under gunicorn, on SQLite and
+PostgreSQL, against the HTTP floor of the same server.
+
+For each database: build a 40-title catalog (real uploads, one rendition preset), start
+keyart under gunicorn (gthread workers, so concurrent requests share group commits), and
+drive it with wrk (Debian's `wrk` package: `apt-get install wrk`) at three endpoints:
+
+    floor    GET  /healthz                        a trivial JSON answer
+    single   POST /api/v1/decisions, 1 title      one decision per request
+    page     POST /api/v1/decisions, 40 titles    a page: 40 decisions per request
+
+and print requests/s, decisions/s, p50/p99 latency and the ratios the issue sets targets
+for (single ≥ 0.6 × floor requests/s; page ≥ 15,000 decisions/s).
+
+    python benchmarks/serve.py [--seconds 10] [--connections 32] [--workers 2] [--threads 8]
+                               [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
+                               [--only sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from artwork import catalog  # noqa: E402
+from artwork.demo import poster  # noqa: E402
+from artwork.models import Artwork, Rendition, Title  # noqa: E402
+from artwork.renditions import Preset  # noqa: E402
+from artwork.store import BlobStore  # noqa: E402
+from web.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
+
+TITLES = 40
+PRESETS = (Preset("boxart-342", 342, 513),)
+LOOKS = (("portrait", "dark"), ("landscape", "bright"), ("group", "cool"))
+SEGMENTS = ["teen-scifi", "family", "crime-buffs", "romance", "documentary"]
+
+
+def build_catalog(url: str, media: Path) -> None:
+    """40 titles × 3 variants through the artwork room's real ingest."""
+    import io
+
+    engine = make_engine(url)
+    upgrade(engine)
+    store = BlobStore(media)
+    rng = random.Random(7)
+    with make_sessionmaker(engine)() as session:
+        for n in range(TITLES):
+            catalog.create_title(
+                session, f"title-{n}", f"Title {n}", [rng.choice(["drama", "sci-fi"])]
+            )
+            for composition, palette in LOOKS:
+                buffer = io.BytesIO()
+                poster(f"Title {n}", composition, palette, rng.randrange(1 << 30)).save(
+                    buffer, "JPEG", quality=85
+                )
+                catalog.add_artwork(
+                    session,
+                    store,
+                    f"title-{n}",
+                    catalog.Upload(buffer.getvalue(), composition, (composition, palette)),
+                    presets=PRESETS,
+                )
+            session.commit()
+    engine.dispose()
+
+
+def copy_catalog(source: str, target: str) -> None:
+    """The same catalog rows into another (migrated) database; media is shared."""
+    src, dst = make_engine(source), make_engine(target)
+    upgrade(dst)
+    with src.connect() as read, dst.begin() as write:
+        for model in (Title, Artwork, Rendition):
+            rows = [dict(row._mapping) for row in read.execute(select(model.__table__))]
+            write.execute(insert(model.__table__), rows)
+    src.dispose()
+    dst.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(url: str, var: Path, media: Path, port: int, workers: int, threads: int):  # type: ignore[no-untyped-def]
+    metrics = var / "prometheus"
+    metrics.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "KEYART_DATABASE_URL": url,
+        "KEYART_VAR_DIR": str(var),
+        "KEYART_MEDIA_DIR": str(media),
+        "KEYART_SECRET_KEY": "benchmark-secret-key-0123456789",
+        # Every decision goes through VW (no apprentice shortcut).
+        "KEYART_APPRENTICE_EXAMPLES": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+        "PYTHONPATH": str(ROOT),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--log-level",
+            "warning",
+            "web:create_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("keyart did not become ready under gunicorn")
+
+
+LUA = """
+wrk.method = "{method}"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{{bodies}}}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, "{path}", nil, bodies[(n % #bodies) + 1])
+end
+"""
+
+
+def lua_script(method: str, path: str, bodies: list[str]) -> str:
+    quoted = ", ".join("[==[" + body + "]==]" for body in bodies) or '""'
+    return LUA.format(method=method, path=path, bodies=quoted)
+
+
+def bodies(titles_per_request: int, count: int = 200) -> list[str]:
+    rng = random.Random(titles_per_request)
+    out = []
+    for _ in range(count):
+        titles = (
+            [f"title-{n}" for n in range(TITLES)]
+            if titles_per_request == TITLES
+            else [f"title-{rng.randrange(TITLES)}"]
+        )
+        out.append(
+            json.dumps(
+                {
+                    "user": f"viewer-{rng.randrange(100000)}",
+                    "context": {
+                        "segment": rng.choice(SEGMENTS),
+                        "device": rng.choice(["tv", "web", "phone"]),
+                        "hour": rng.randrange(24),
+                    },
+                    "titles": titles,
+                }
+            )
+        )
+    return out
+
+
+def _millis(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(port: int, script: str, seconds: int, connections: int, work: Path) -> dict[str, float]:
+    path = work / f"script-{uuid.uuid4().hex}.lua"
+    path.write_text(script)
+    out = subprocess.run(
+        [
+            "wrk",
+            "--latency",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "-s",
+            str(path),
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _millis(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _millis(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    return {"rps": rps, "p50": p50, "p99": p99}
+
+
+def count_decisions(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM decisions")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace) -> None:
+    port = free_port()
+    server = start_server(url, var, media, port, args.workers, args.threads)
+    try:
+        before = count_decisions(url)
+        floor = run_wrk(
+            port, lua_script("GET", "/healthz", []), args.seconds, args.connections, var
+        )
+        single = run_wrk(
+            port,
+            lua_script("POST", "/api/v1/decisions", bodies(1)),
+            args.seconds,
+            args.connections,
+            var,
+        )
+        page = run_wrk(
+            port,
+            lua_script("POST", "/api/v1/decisions", bodies(TITLES)),
+            args.seconds,
+            args.connections,
+            var,
+        )
+        logged = count_decisions(url) - before
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    print(
+        f"\n{name}  ({args.workers} gunicorn gthread workers × {args.threads} threads, "
+        f"wrk {args.connections} connections, {args.seconds}s each)"
+    )
+    print(f"  {'':8} {'req/s':>9} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, result, per in (
+        ("floor", floor, 0),
+        ("single", single, 1),
+        ("page-40", page, TITLES),
+    ):
+        decisions = f"{result['rps'] * per:12.0f}" if per else f"{'':>12}"
+        print(
+            f"  {label:8} {result['rps']:9.0f} {decisions} "
+            f"{result['p50']:8.2f} {result['p99']:8.2f}"
+        )
+    print(f"  single / floor throughput: {single['rps'] / floor['rps']:.2f}   (target ≥ 0.6)")
+    print(f"  page decisions/s:          {page['rps'] * TITLES:.0f}   (target ≥ 15000)")
+    print(f"  decisions logged: {logged}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--postgres",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        help="a PostgreSQL server URL; the benchmark creates and drops its own database",
+    )
+    parser.add_argument("--only", choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory(prefix="keyart-bench-") as tmp:
+        work = Path(tmp)
+        media = work / "media"
+        sqlite_url = f"sqlite:///{work / 'sqlite' / 'keyart.db'}"
+        (work / "sqlite").mkdir()
+        print("building a 40-title catalog (3 variants each)...", flush=True)
+        build_catalog(sqlite_url, media)
+        if args.only in (None, "sqlite"):
+            bench("SQLite (WAL)", sqlite_url, work / "sqlite", media, args)
+        if args.only in (None, "postgres"):
+            admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+            name = f"keyart_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+            pg_url = (
+                make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
+            )
+            try:
+                copy_catalog(sqlite_url, pg_url)
+                (work / "postgres").mkdir()
+                bench("PostgreSQL", pg_url, work / "postgres", media, args)
+            finally:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Group commit: requests' decisions share commits, and each write returns only once its
+own rows are committed."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from bandit.decision_log import DecisionLogError, GroupCommitLog
+from bandit.features import Candidate
+from bandit.log import DecisionRecord, DecisionRequest, choose
+from bandit.models import Decision
+from bandit.policy import Policy
+from tests.helpers import poster_bytes, runtime, upload
+from web.auth import create_editor
+from web.config import DEFAULT_VW_ARGS
+from web.db import make_engine
+
+POLICY = Policy(DEFAULT_VW_ARGS)
+CANDIDATES = [Candidate("a", {"tag": ["x"]}), Candidate("b", {"tag": ["y"]})]
+
+
+def _page(titles: int, seed: int) -> list[DecisionRecord]:
+    requests = [DecisionRequest(f"title-{n}", CANDIDATES) for n in range(titles)]
+    return choose(POLICY, requests, random.Random(seed))
+
+
+def _hold_write_lock(engine: Engine):  # type: ignore[no-untyped-def]
+    """A connection that keeps every other writer of `decisions` waiting until rolled back."""
+    connection = engine.connect()
+    if engine.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.execute(text("LOCK TABLE decisions IN EXCLUSIVE MODE"))
+    return connection
+
+
+def _wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize(("max_rows", "commits"), [(2000, 2), (25, 6)])
+def test_waiting_requests_share_commits(
+    app: Flask, session: Session, max_rows: int, commits: int
+) -> None:
+    engine = runtime(app).engine
+    log = GroupCommitLog(engine, max_rows=max_rows)
+    pages = [_page(10, seed) for seed in range(10)]
+    returned: dict[int, list[str]] = {}
+
+    def request(n: int) -> None:
+        log.write(pages[n])
+        # Returned means committed: a fresh session sees every row of this request.
+        with runtime(app).sessions() as fresh:
+            returned[n] = list(
+                fresh.scalars(
+                    select(Decision.event_id).where(
+                        Decision.event_id.in_([d.event_id for d in pages[n]])
+                    )
+                )
+            )
+
+    lock = _hold_write_lock(engine)
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(10)]
+    threads[0].start()
+    _wait_for(lambda: log.queued == 0)  # the writer took request 0 and waits on the lock
+    for thread in threads[1:]:
+        thread.start()
+    _wait_for(lambda: log.queued == 9)
+    assert not returned  # nobody returns before the commit that carries them
+    lock.rollback()
+    lock.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    log.stop()
+
+    assert log.commits == commits
+    assert {n: len(ids) for n, ids in returned.items()} == {n: 10 for n in range(10)}
+    assert session.scalar(select(Decision).where(Decision.event_id == pages[3][0].event_id))
+
+
+def test_a_failed_commit_fails_every_request_in_it(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'no-schema.db'}")  # no decisions table
+    log = GroupCommitLog(engine)
+    with pytest.raises(DecisionLogError, match="unavailable"):
+        log.write(_page(3, 1))
+    log.stop()
+    engine.dispose()
+
+
+def test_decisions_api_answers_503_when_the_log_is_down(app: Flask, client: FlaskClient) -> None:
+    broken = make_engine("sqlite:///" + str(Path(runtime(app).settings.var_dir) / "empty.db"))
+    runtime(app).decision_log = GroupCommitLog(broken)
+
+    with runtime(app).sessions() as session:
+        _, token = create_editor(session, "e@example.com", password="correct horse")
+        session.commit()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (
+        client.post("/api/v1/titles", json={"id": "s", "name": "S"}, headers=headers).status_code
+        == 201
+    )
+    assert upload(client, headers, "s", poster_bytes("S")).status_code == 201
+    response = client.post("/api/v1/decisions", json={"titles": ["s"]})
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "log_unavailable"
+    broken.dispose()
+
+
+def test_more_concurrent_requests_than_pooled_connections(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    """Regression: request threads waiting on the writer held every pooled connection, so the
+    writer could not get one for its next commit and they all timed out together."""
+    client.post("/api/v1/titles", json={"id": "s", "name": "S"}, headers=editor_headers)
+    for palette in ("dark", "bright"):
+        response = upload(client, editor_headers, "s", poster_bytes("S", palette=palette))
+        assert response.status_code == 201
+    statuses: list[int] = []
+
+    def request() -> None:
+        with app.test_client() as own:
+            statuses.append(own.post("/api/v1/decisions", json={"titles": ["s"]}).status_code)
+
+    # Hold the database's write lock so every request is in flight at once: more of them
+    # (24) than the request pool has connections (5 + 10 overflow).
+    lock = _hold_write_lock(runtime(app).engine)
+    threads = [threading.Thread(target=request) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    _wait_for(lambda: runtime(app).decision_log.waiting == 24)
+    lock.rollback()
+    lock.close()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [200] * 24
+
+
+def test_a_write_that_times_out_before_its_commit_is_withdrawn(
+    app: Flask, session: Session
+) -> None:
+    engine = runtime(app).engine
+    log = GroupCommitLog(engine, timeout_seconds=0.5)
+    first, late = _page(2, 1), _page(2, 2)
+    lock = _hold_write_lock(engine)
+    errors: list[Exception] = []
+
+    def write(page: list[DecisionRecord]) -> None:
+        try:
+            log.write(page)
+        except DecisionLogError as error:
+            errors.append(error)
+
+    holder = threading.Thread(target=write, args=(first,))
+    holder.start()
+    _wait_for(lambda: log.queued == 0 and log.waiting == 1)  # `first` is in the blocked commit
+    waiter = threading.Thread(target=write, args=(late,))
+    waiter.start()
+    waiter.join(timeout=30)  # times out while still queued behind the lock
+    assert len(errors) == 1 and "in time" in str(errors[0])
+    lock.rollback()
+    lock.close()
+    holder.join(timeout=30)  # the in-flight one outlived its timeout and was committed
+    log.stop()
+    logged = set(session.scalars(select(Decision.event_id)))
+    assert {d.event_id for d in first} <= logged
+    assert not {d.event_id for d in late} & logged
+    assert len(errors) == 1
+
+
+def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
+    app: Flask, session: Session
+) -> None:
+    log = GroupCommitLog(runtime(app).engine, idle_seconds=0.05)
+    log.write(_page(2, 1))
+    _wait_for(lambda: not log.running)  # exited, its connection closed
+    log.write(_page(2, 2))  # a new writer starts
+    assert log.commits == 2
+    log.stop()
+    assert session.scalar(select(func.count()).select_from(Decision)) == 4

@@ -1,0 +1,143 @@
+"""The catalog as decision serving reads it: one light query per request for everything an
+editor can change (active variants, their tags and features, the default), and each
+variant's renditions cached in the process for a short while (they rarely change).
+
+Loading ORM objects with their relationships cost more than the decision itself; this keeps
+a decision's catalog read to one round trip without ever serving a paused variant.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import String, and_, bindparam, cast, select
+from sqlalchemy.orm import Session
+
+from artwork.models import Artwork, Rendition, Title
+from artwork.renditions import FORMATS
+from bandit.features import Candidate
+
+
+@dataclass(frozen=True)
+class ServableTitle:
+    id: str
+    genres: list[str]
+    default_id: str | None
+    variants: list[Candidate]  # active ones, in upload order, featurised
+
+
+def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate:
+    # The same features as `web.personalize.artwork_features` gives an ORM artwork.
+    return Candidate(artwork_id, {"tag": list(json.loads(tags_json)), **json.loads(features_json)})
+
+
+# Built once: constructing a statement costs more than running it on a warm connection.
+_ACTIVE = (
+    select(
+        Title.id,
+        Title.genres,
+        Title.default_artwork_id,
+        Artwork.id,
+        cast(Artwork.tags, String),
+        cast(Artwork.features, String),
+    )
+    .select_from(Title)
+    .outerjoin(Artwork, and_(Artwork.title_id == Title.id, Artwork.status == "active"))
+    .where(Title.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Title.id, Artwork.created_at, Artwork.id)
+)
+_RENDITIONS = select(
+    Rendition.artwork_id,
+    Rendition.preset,
+    Rendition.format,
+    Rendition.key,
+    Rendition.width,
+    Rendition.height,
+).where(Rendition.artwork_id.in_(bindparam("ids", expanding=True)))
+
+
+_PLACEHOLDERS = select(Artwork.id, Artwork.placeholder).where(
+    Artwork.id.in_(bindparam("ids", expanding=True))
+)
+
+
+class ServingCatalog:
+    """Reads titles' active variants per request; caches renditions per variant."""
+
+    def __init__(self, rendition_ttl_seconds: float = 30.0) -> None:
+        self._images: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._placeholders: dict[str, dict[str, Any] | None] = {}
+        # Renditions are re-read after this long, so a variant re-rendered (new presets, a
+        # reprocess) is served with its new images within that time.
+        self._ttl = rendition_ttl_seconds
+        self._loaded_at: dict[str, float] = {}
+        # artwork id → (tags JSON, features JSON, candidate): reused while the text matches,
+        # so a variant is parsed and featurised once, not once per decision.
+        self._candidates: dict[str, tuple[str, str, Candidate]] = {}
+        self._lock = threading.Lock()
+
+    def titles(self, session: Session, title_ids: Iterable[str]) -> dict[str, ServableTitle]:
+        """Every known title among `title_ids` with its active variants (maybe none)."""
+        rows = session.execute(_ACTIVE, {"ids": list(set(title_ids))})
+        found: dict[str, ServableTitle] = {}
+        for title_id, genres, default_id, artwork_id, tags, features in rows:
+            title = found.get(title_id)
+            if title is None:
+                title = found[title_id] = ServableTitle(title_id, list(genres), default_id, [])
+            if artwork_id is None:
+                continue
+            cached = self._candidates.get(artwork_id)
+            if cached is None or cached[0] != tags or cached[1] != features:
+                cached = (tags, features, _candidate(artwork_id, tags, features))
+                self._candidates[artwork_id] = cached
+            title.variants.append(cached[2])
+        return found
+
+    def image(
+        self, session: Session, artwork_ids: Iterable[str], preset: str, fmt: str
+    ) -> dict[str, dict[str, Any] | None]:
+        """The rendition to show for each artwork: `fmt` if made, else the next best."""
+        wanted = set(artwork_ids)
+        now = time.monotonic()
+        missing = [
+            a for a in wanted if a not in self._images or now - self._loaded_at[a] > self._ttl
+        ]
+        if missing:
+            loaded: dict[str, dict[tuple[str, str], dict[str, Any]]] = {a: {} for a in missing}
+            for artwork_id, name, kind, key, width, height in session.execute(
+                _RENDITIONS, {"ids": missing}
+            ):
+                loaded[artwork_id][(name, kind)] = {
+                    "url": f"/media/{key}",
+                    "width": width,
+                    "height": height,
+                    "format": kind,
+                }
+            placeholders = {a: p for a, p in session.execute(_PLACEHOLDERS, {"ids": missing})}
+            with self._lock:
+                self._images.update(loaded)
+                self._placeholders.update(placeholders)
+                self._loaded_at.update(dict.fromkeys(loaded, now))
+        out: dict[str, dict[str, Any] | None] = {}
+        for artwork_id in wanted:
+            by_key = self._images.get(artwork_id, {})
+            out[artwork_id] = next(
+                (by_key[(preset, f)] for f in (fmt, *FORMATS) if (preset, f) in by_key), None
+            )
+        return out
+
+    def placeholder(self, artwork_id: str, preset: str) -> dict[str, Any] | None:
+        """What a UI can paint before the image arrives: the variant's dominant colour and the
+        blurhash of this preset's crop. Loaded with the renditions by `image()`."""
+        stored = self._placeholders.get(artwork_id)
+        if not stored:
+            return None
+        return {
+            "color": stored.get("color"),
+            "blurhash": (stored.get("blurhash") or {}).get(preset),
+        }
