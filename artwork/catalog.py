@@ -233,14 +233,3 @@ def set_default_artwork(session: Session, title_id: str, artwork_id: str) -> Tit
     title.default_artwork_id = artwork.id
     session.flush()
     return title
-
-
-def titles_with_active_artwork(
-    session: Session, title_ids: Iterable[str]
-) -> dict[str, tuple[Title, list[Artwork]]]:
-    """For each known title among `title_ids`: the title and its active variants, in upload
-    order. Unknown ids are simply absent."""
-    titles = session.scalars(select(Title).where(Title.id.in_(set(title_ids))))
-    return {
-        title.id: (title, [a for a in title.artworks if a.status == "active"]) for title in titles
-    }

@@ -9,8 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from artwork.models import Artwork, Title
-from artwork.renditions import FORMATS
+from artwork.models import Artwork
 from bandit.decision_log import DecisionLogError
 from bandit.log import DecisionRequest, choose
 from web.errors import ApiError
@@ -32,29 +31,10 @@ class PageRequest:
     deferred: bool = False
 
 
-def title_features(title: Title) -> dict[str, Any]:
-    return {"title": title.id, "genre": list(title.genres)}
-
-
 def artwork_features(artwork: Artwork) -> dict[str, Any]:
     """What the policy knows of a variant besides its id: the editor's tags and the image
     features computed at upload."""
     return {"tag": list(artwork.tags), **artwork.features}
-
-
-def image_of(artwork: Artwork, preset: str, fmt: str) -> dict[str, Any] | None:
-    by_format = {r.format: r for r in artwork.renditions if r.preset == preset}
-    # The asked-for format, else the next best we have.
-    for candidate in (fmt, *FORMATS):
-        rendition = by_format.get(candidate)
-        if rendition is not None:
-            return {
-                "url": f"/media/{rendition.key}",
-                "width": rendition.width,
-                "height": rendition.height,
-                "format": rendition.format,
-            }
-    return None
 
 
 def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
