@@ -72,10 +72,11 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 slot=title_id,
                 candidates=found.variants,
                 context=page.context,
-                slot_features={"title": found.id, "genre": found.genres},
+                slot_features=found.slot_features,
                 user=page.user,
                 deferred=page.deferred,
                 default_id=found.default_id,
+                slot_tokens=found.slot_tokens,
             )
         )
     policy = runtime.policy.current
