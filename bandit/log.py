@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -166,6 +167,9 @@ def choose(
     decisions = []
     # A page's requests share one context: featurise (and copy, and encode) it once.
     contexts: dict[int, tuple[str, JSONDict]] = {}
+    hashes: dict[str, str] = {}
+    # One read of the OS's randomness for the page's event ids, not one per decision.
+    entropy = os.urandom(16 * len(requests))
     for request in requests:
         if not request.candidates:
             raise ValueError(f"no candidates for slot {request.slot!r}")
@@ -179,12 +183,18 @@ def choose(
         else:
             seed = rng.getrandbits(63)
         index = draw(probabilities, seed)
+        hashed = None
+        if request.user is not None:
+            hashed = hashes.get(request.user) or hashes.setdefault(
+                request.user, user_hash(request.user)
+            )
+        n = len(decisions)
         decisions.append(
             DecisionRecord(
-                event_id=uuid.uuid4().hex,
+                event_id=uuid.UUID(bytes=entropy[16 * n : 16 * n + 16], version=4).hex,
                 created_at=now,
                 slot=request.slot,
-                user_hash=user_hash(request.user) if request.user is not None else None,
+                user_hash=hashed,
                 context=context,
                 slot_features=_logged_dict(request.slot_features),
                 candidates=logged_candidates(request.candidates),
