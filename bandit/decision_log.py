@@ -104,29 +104,42 @@ class GroupCommitLog:
         self.commits = 0  # how many transactions carried decisions, for tests and metrics
         dialect = engine.dialect
         self._encode = _row_encoder(dialect)
-        names = ", ".join(_COLUMNS)
         # Straight to the driver: building ORM or Core parameter sets per row cost more
-        # than the database's own work. PostgreSQL takes a commit's rows by COPY.
+        # than the database's own work.
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        marks = ", ".join(mark for _ in _COLUMNS)
+        # Names from the model, placeholders only: nothing from outside.
+        self._statement = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+        # On PostgreSQL a commit's rows go in by one COPY in autocommit: a single statement,
+        # so still all or nothing, and two server round trips instead of four (BEGIN, COPY,
+        # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        self._copy_statement = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
+
+    def _connect(self) -> Connection:
         if self._copy:
-            self._statement = f"COPY decisions ({names}) FROM STDIN"
-        else:
-            mark = "?" if dialect.paramstyle == "qmark" else "%s"
-            marks = ", ".join(mark for _ in _COLUMNS)
-            # Names from the model, placeholders only: nothing from outside.
-            self._statement = f"INSERT INTO decisions ({names}) VALUES ({marks})"  # noqa: S608
+            return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection = self._engine.connect()
+        if self._engine.dialect.name == "sqlite":
+            # FULL makes a WAL commit survive power loss, not just a crash; the engine's
+            # other connections keep NORMAL.
+            connection.execute(text("PRAGMA synchronous=FULL"))
+            connection.commit()
+        return connection
 
     def _insert(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
         if not self._copy:
-            connection.exec_driver_sql(self._statement, rows)
+            with connection.begin():
+                connection.exec_driver_sql(self._statement, rows)
             return
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            with cursor.copy(self._statement) as copy:
+            with cursor.copy(self._copy_statement) as copy:
                 for row in rows:
                     copy.write_row(row)
         finally:
             cursor.close()
+        connection.commit()  # ends SQLAlchemy's own (autocommit) transaction; nothing is sent
 
     def write(self, decisions: Sequence[Any]) -> None:
         if not decisions:
@@ -218,14 +231,8 @@ class GroupCommitLog:
             rows = [row for entry_rows, _ in taken for row in entry_rows]
             try:
                 if connection is None:
-                    connection = self._engine.connect()
-                    if self._engine.dialect.name == "sqlite":
-                        # FULL makes a WAL commit survive power loss, not just a crash; the
-                        # engine's other connections keep NORMAL.
-                        connection.execute(text("PRAGMA synchronous=FULL"))
-                        connection.commit()
-                with connection.begin():
-                    self._insert(connection, rows)
+                    connection = self._connect()
+                self._insert(connection, rows)
             except Exception as error:  # every waiting request hears of it
                 log.exception("writing %d decisions failed", len(rows))
                 if connection is not None:
