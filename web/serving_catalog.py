@@ -97,7 +97,7 @@ class ServingCatalog:
                 slot = self._slots.get(title_id)
                 if slot is None or slot[0] != genres:
                     parsed = list(json.loads(genres))
-                    # The same features as `web.personalize.title_features` gives an ORM title.
+                    # What the policy knows of a title: its id and genres.
                     described = JSONDict({"title": title_id, "genre": parsed})
                     slot = (genres, parsed, described, context_text(described))
                     self._slots[title_id] = slot
