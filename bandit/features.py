@@ -15,6 +15,7 @@ timestamps become hour and weekday, and keys that identify one request or viewer
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,15 @@ class Candidate:
     @cached_property
     def tokens(self) -> str:
         return " ".join([f"id={_token(self.id)}", *feature_tokens(self.features)])
+
+    @cached_property
+    def logged(self) -> dict[str, Any]:
+        """The candidate as the decision log holds it (shared by every record of it)."""
+        return {"id": self.id, "features": dict(self.features)}
+
+    @cached_property
+    def logged_json(self) -> str:
+        return json.dumps(self.logged)
 
 
 def _token(text: str) -> str:
@@ -146,10 +156,16 @@ def context_text(context: Mapping[str, Any]) -> str:
 
 
 def shared_line(
-    context: Mapping[str, Any], slot_features: Mapping[str, Any], text: str | None = None
+    context: Mapping[str, Any],
+    slot_features: Mapping[str, Any],
+    text: str | None = None,
+    slot_text: str | None = None,
 ) -> str:
+    """`text` and `slot_text` are `context_text` of the context and of the slot's features
+    when the caller already has them."""
     text = context_text(context) if text is None else text
-    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {' '.join(feature_tokens(slot_features))}"
+    slot_text = context_text(slot_features) if slot_text is None else slot_text
+    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {slot_text}"
 
 
 def action_line(candidate: Candidate, label: str = "") -> str:

@@ -4,6 +4,8 @@ came back for it."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import random
 import uuid
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,46 @@ class DecisionRequest:
     user: str | None = None
     deferred: bool = False
     default_id: str | None = None
+    # `context_text(slot_features)` when the caller has it cached (keyart: per title).
+    slot_tokens: str | None = None
+
+
+class JSONList(list):  # type: ignore[type-arg]
+    """A list that carries its own JSON text, built from parts serialised once: a title's
+    candidates recur in every decision about it, and the log writer would otherwise encode
+    them again for each row. The text is exactly `json.dumps` of the list."""
+
+    __slots__ = ("json_text",)
+
+    def __init__(self, items: Sequence[Any], json_text: str) -> None:
+        super().__init__(items)
+        self.json_text = json_text
+
+
+class JSONDict(dict):  # type: ignore[type-arg]
+    """A dict that carries its own JSON text (a page's decisions share one context)."""
+
+    __slots__ = ("json_text",)
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        super().__init__(items)
+        self.json_text = json.dumps(self)
+
+
+def logged_candidates(candidates: Sequence[Candidate]) -> JSONList:
+    return JSONList(
+        [c.logged for c in candidates], "[" + ", ".join(c.logged_json for c in candidates) + "]"
+    )
+
+
+def _logged_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    # A JSONDict is kept as is (its text is already made); anything else is copied.
+    return value if isinstance(value, JSONDict) else dict(value)
+
+
+def _floats_json(values: Sequence[float]) -> str:
+    # What json.dumps writes for a list of finite floats (repr: exact, round-trips).
+    return "[" + ", ".join([float.__repr__(v) for v in values]) + "]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +142,7 @@ def shaped_distribution(
     if request.default_id in ids and learned < exploration.apprentice_examples:
         return apprentice(len(ids), ids.index(request.default_id), exploration.floor), "apprentice"
     probabilities = policy.distribution(
-        request.context, request.slot_features, candidates, context_tokens
+        request.context, request.slot_features, candidates, context_tokens, request.slot_tokens
     )
     return with_floor(probabilities, exploration.floor), "policy"
 
@@ -123,33 +165,43 @@ def choose(
     exploration = exploration or ExplorationConfig()
     period = sticky_period(now, exploration)
     decisions = []
-    # A page's requests share one context: featurise it once.
-    contexts: dict[int, str] = {}
+    # A page's requests share one context: featurise (and copy, and encode) it once.
+    contexts: dict[int, tuple[str, JSONDict]] = {}
+    hashes: dict[str, str] = {}
+    # One read of the OS's randomness for the page's event ids, not one per decision.
+    entropy = os.urandom(16 * len(requests))
     for request in requests:
         if not request.candidates:
             raise ValueError(f"no candidates for slot {request.slot!r}")
         key = id(request.context)
         if key not in contexts:
-            contexts[key] = context_text(request.context)
-        probabilities, mode = shaped_distribution(policy, request, exploration, contexts[key])
+            contexts[key] = (context_text(request.context), JSONDict(request.context))
+        tokens, context = contexts[key]
+        probabilities, mode = shaped_distribution(policy, request, exploration, tokens)
         if request.user is not None:
             seed = sticky_seed(request.user, request.slot, period)
         else:
             seed = rng.getrandbits(63)
         index = draw(probabilities, seed)
+        hashed = None
+        if request.user is not None:
+            hashed = hashes.get(request.user) or hashes.setdefault(
+                request.user, user_hash(request.user)
+            )
+        n = len(decisions)
         decisions.append(
             DecisionRecord(
-                event_id=uuid.uuid4().hex,
+                event_id=uuid.UUID(bytes=entropy[16 * n : 16 * n + 16], version=4).hex,
                 created_at=now,
                 slot=request.slot,
-                user_hash=user_hash(request.user) if request.user is not None else None,
-                context=dict(request.context),
-                slot_features=dict(request.slot_features),
-                candidates=[{"id": c.id, "features": dict(c.features)} for c in request.candidates],
+                user_hash=hashed,
+                context=context,
+                slot_features=_logged_dict(request.slot_features),
+                candidates=logged_candidates(request.candidates),
                 chosen_id=request.candidates[index].id,
                 chosen_index=index,
                 probability=probabilities[index],
-                distribution=probabilities,
+                distribution=JSONList(probabilities, _floats_json(probabilities)),
                 policy_version=policy.version,
                 seed=seed,
                 activated=not request.deferred,

@@ -11,9 +11,12 @@ from typing import Any
 
 import vowpal_wabbit_next as vw
 
-from bandit.features import Candidate, example_lines
+from bandit.features import Candidate, action_line, example_lines, shared_line
 
 _UNIT = float(1 << 53)
+# Parsed examples kept per policy: a variant's line, and a (context, title) shared line,
+# repeat across requests, and parsing them anew cost more than the prediction.
+_EXAMPLE_CACHE = 20_000
 
 
 def vw_argv(vw_args: str) -> list[str]:
@@ -45,6 +48,30 @@ class Policy:
         )
         self._parser = vw.TextFormatParser(self.workspace)
         self._lock = threading.Lock()
+        self._examples: dict[str, Any] = {}
+        # vowpal_wabbit_next 0.7's core call, if this binding has it; else the public one.
+        self._fast = hasattr(getattr(self.workspace, "_workspace", None), "predict_multi_ex_one")
+
+    def _example(self, line: str) -> Any:
+        """The parsed example for `line`, reused while this workspace lives (call under the
+        lock). Prediction leaves an example as it found it (tests/bandit/test_policy.py
+        checks predictions on reused examples equal those on fresh ones), so it is safe."""
+        example = self._examples.get(line)
+        if example is None:
+            if len(self._examples) >= _EXAMPLE_CACHE:
+                self._examples.clear()
+            parsed = self._parser.parse_line(line)
+            # The binding's core example: `_predict` hands these straight to VW.
+            example = parsed._example if self._fast else parsed
+            self._examples[line] = example
+        return example
+
+    def _predict(self, examples: list[Any]) -> list[tuple[int, float]]:
+        if self._fast:
+            # `Workspace.predict_one` without its per-call label check (these examples were
+            # parsed without labels by this workspace's own parser): a tenth of serving time.
+            return self.workspace._workspace.predict_multi_ex_one(examples)  # type: ignore[no-any-return]
+        return self.workspace.predict_one(examples)  # type: ignore[return-value]
 
     def distribution(
         self,
@@ -52,14 +79,17 @@ class Policy:
         slot_features: Mapping[str, Any],
         candidates: Sequence[Candidate],
         context_tokens: str | None = None,
+        slot_tokens: str | None = None,
     ) -> list[float]:
         """Probability of each candidate, in the candidates' order, summing to one."""
         if len(candidates) == 1:
             return [1.0]
-        lines = example_lines(context, slot_features, candidates, None, context_tokens)
+        lines = [
+            shared_line(context, slot_features, context_tokens, slot_tokens),
+            *[action_line(c) for c in candidates],
+        ]
         with self._lock:
-            example = [self._parser.parse_line(line) for line in lines]
-            scored = self.workspace.predict_one(example)
+            scored = self._predict([self._example(line) for line in lines])
         # VW answers (index, probability) pairs sorted by score, not by index.
         probabilities = [0.0] * len(candidates)
         for index, probability in scored:

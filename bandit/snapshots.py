@@ -26,10 +26,17 @@ def latest_version(session: Session) -> int:
 
 
 def save_snapshot(
-    session: Session, policy: Policy, *, examples_learned: int, cursor: int
+    session: Session,
+    policy: Policy,
+    *,
+    examples_learned: int,
+    cursor: int,
+    model: bytes | None = None,
 ) -> PolicySnapshot:
-    """Add the next snapshot to `session`; the caller commits it with whatever else moved."""
-    model = policy.serialize()
+    """Add the next snapshot to `session`; the caller commits it with whatever else moved.
+    `model` is the model to save when it is not `policy`'s own workspace (the learner's
+    batches are learned by VW's driver)."""
+    model = policy.serialize() if model is None else model
     snapshot = PolicySnapshot(
         version=latest_version(session) + 1,
         vw_args=policy.vw_args,

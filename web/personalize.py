@@ -41,6 +41,10 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
     """One decision object per requested title, in the request's order; a title that cannot
     be served gets an `error` of its own and does not fail the others. The decisions are
     durable (group-committed) before this returns."""
+    if not session.in_transaction():
+        # The catalog read is one SELECT, consistent on its own: in autocommit it costs one
+        # round trip to a database server instead of three (BEGIN, SELECT, COMMIT).
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     catalog = SERVING_CATALOG.titles(session, page.titles)
     requests: list[DecisionRequest] = []
     for title_id in dict.fromkeys(page.titles):
@@ -52,10 +56,11 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
                 slot=title_id,
                 candidates=found.variants,
                 context=page.context,
-                slot_features={"title": found.id, "genre": found.genres},
+                slot_features=found.slot_features,
                 user=page.user,
                 deferred=page.deferred,
                 default_id=found.default_id,
+                slot_tokens=found.slot_tokens,
             )
         )
     policy = runtime.policy.current

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, and_, bindparam, cast, select
@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from artwork.models import Artwork, Rendition, Title
 from artwork.renditions import FORMATS
-from bandit.features import Candidate
+from bandit.features import Candidate, context_text
+from bandit.log import JSONDict
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class ServableTitle:
     genres: list[str]
     default_id: str | None
     variants: list[Candidate]  # active ones, in upload order, featurised
+    # What the policy knows of the title, and its VW tokens (computed once per genres text).
+    slot_features: dict[str, Any] = field(default_factory=dict)
+    slot_tokens: str | None = None
 
 
 def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate:
@@ -40,7 +44,7 @@ def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate
 _ACTIVE = (
     select(
         Title.id,
-        Title.genres,
+        cast(Title.genres, String),
         Title.default_artwork_id,
         Artwork.id,
         cast(Artwork.tags, String),
@@ -79,6 +83,8 @@ class ServingCatalog:
         # artwork id → (tags JSON, features JSON, candidate): reused while the text matches,
         # so a variant is parsed and featurised once, not once per decision.
         self._candidates: dict[str, tuple[str, str, Candidate]] = {}
+        # title id → (genres JSON, genres, slot features, their VW tokens), likewise.
+        self._slots: dict[str, tuple[str, list[str], dict[str, Any], str]] = {}
         self._lock = threading.Lock()
 
     def titles(self, session: Session, title_ids: Iterable[str]) -> dict[str, ServableTitle]:
@@ -88,7 +94,16 @@ class ServingCatalog:
         for title_id, genres, default_id, artwork_id, tags, features in rows:
             title = found.get(title_id)
             if title is None:
-                title = found[title_id] = ServableTitle(title_id, list(genres), default_id, [])
+                slot = self._slots.get(title_id)
+                if slot is None or slot[0] != genres:
+                    parsed = list(json.loads(genres))
+                    # What the policy knows of a title: its id and genres.
+                    described = JSONDict({"title": title_id, "genre": parsed})
+                    slot = (genres, parsed, described, context_text(described))
+                    self._slots[title_id] = slot
+                title = found[title_id] = ServableTitle(
+                    title_id, slot[1], default_id, [], slot[2], slot[3]
+                )
             if artwork_id is None:
                 continue
             cached = self._candidates.get(artwork_id)
