@@ -8,14 +8,15 @@ from sqlalchemy import create_engine, text
 
 from web import db
 
+# SQLite has no server to drop a connection: these run on PostgreSQL only.
+pytestmark = pytest.mark.postgres
+
 
 def test_a_connection_killed_while_idle_is_replaced(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to drop a connection")
-    engine = db.make_engine(database_url)
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    engine = db.make_engine(postgres_server)
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -32,11 +33,9 @@ def test_a_connection_killed_while_idle_is_replaced(
 
 
 def test_a_connection_used_a_moment_ago_is_not_pinged(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has no server to drop a connection")
-    engine = db.make_engine(database_url)
+    engine = db.make_engine(postgres_server)
     pings = []
     monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or True)
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
