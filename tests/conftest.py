@@ -111,6 +111,16 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running `keyart` commands against the test database."""
+    return {
+        "KEYART_DATABASE_URL": database_url,
+        "KEYART_VAR_DIR": str(tmp_path / "var"),
+        "KEYART_SECRET_KEY": "test-secret-key-0123456789",
+    }
+
+
+@pytest.fixture
 def app(settings: Settings) -> Iterator[Flask]:
     app = create_app(settings, {"TESTING": True})
     runtime(app).rng = random.Random(1234)

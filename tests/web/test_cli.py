@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
@@ -11,44 +9,35 @@ from flask.testing import FlaskClient
 from web.cli import main
 
 
-@pytest.fixture
-def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "KEYART_DATABASE_URL": database_url,
-        "KEYART_VAR_DIR": str(tmp_path / "var"),
-        "KEYART_SECRET_KEY": "cli-test-secret-0123456789",
-    }
-
-
 def run(env: dict[str, str], *args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(main, list(args), env=env, input=stdin)
 
 
-def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
+def test_db_upgrade_is_idempotent(cli_env: dict[str, str]) -> None:
     for _ in range(2):
-        result = run(env, "db", "upgrade")
+        result = run(cli_env, "db", "upgrade")
         assert result.exit_code == 0, result.output
         assert "up to date" in result.output
 
 
-def test_editor_create_prints_a_working_token(env: dict[str, str], client: FlaskClient) -> None:
+def test_editor_create_prints_a_working_token(cli_env: dict[str, str], client: FlaskClient) -> None:
     result = run(
-        env, "editor", "create", "Ed@Example.com", "--password-stdin", stdin="long enough\n"
+        cli_env, "editor", "create", "Ed@Example.com", "--password-stdin", stdin="long enough\n"
     )
     assert result.exit_code == 0, result.output
     token = result.output.strip().splitlines()[-1]
     response = client.get("/api/v1/titles", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
 
-    again = run(env, "editor", "create", "ed@example.com")
+    again = run(cli_env, "editor", "create", "ed@example.com")
     assert again.exit_code != 0 and "already exists" in again.output
-    short = run(env, "editor", "create", "x@example.com", "--password-stdin", stdin="short\n")
+    short = run(cli_env, "editor", "create", "x@example.com", "--password-stdin", stdin="short\n")
     assert short.exit_code != 0 and "at least 8" in short.output
-    assert run(env, "editor", "create", "not-an-email").exit_code != 0
+    assert run(cli_env, "editor", "create", "not-an-email").exit_code != 0
 
 
-def test_learn_once_reports_its_pass(env: dict[str, str]) -> None:
-    result = run(env, "learn", "--once")
+def test_learn_once_reports_its_pass(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "learn", "--once")
     assert result.exit_code == 0, result.output
     assert "learned 0 decisions" in result.output
 
@@ -64,8 +53,10 @@ def test_learn_once_reports_its_pass(env: dict[str, str]) -> None:
         ("KEYART_POLICY_POLL", "0"),
     ],
 )
-def test_bad_settings_stop_with_their_name(env: dict[str, str], variable: str, value: str) -> None:
-    result = run({**env, variable: value}, "learn", "--once")
+def test_bad_settings_stop_with_their_name(
+    cli_env: dict[str, str], variable: str, value: str
+) -> None:
+    result = run({**cli_env, variable: value}, "learn", "--once")
     assert result.exit_code != 0
     assert variable in result.output
     assert "Traceback" not in result.output

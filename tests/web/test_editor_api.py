@@ -22,6 +22,14 @@ def _title(client: FlaskClient, headers: dict[str, str], title_id: str = "show")
     assert response.status_code == 201, response.json
 
 
+def _two_variants(client: FlaskClient, headers: dict[str, str]) -> tuple[str, str]:
+    """Title `show` with two different posters; their artwork ids, in upload order."""
+    _title(client, headers)
+    first = upload(client, headers, "show", poster_bytes("A Show")).json["id"]
+    second = upload(client, headers, "show", poster_bytes("A Show", "landscape", "bright"))
+    return first, second.json["id"]
+
+
 def test_editor_endpoints_need_a_valid_token(client: FlaskClient) -> None:
     for response in (
         client.get("/api/v1/titles"),
@@ -151,11 +159,7 @@ def test_upload_over_the_size_limit_is_413(
 def test_patch_status_and_default_artwork(
     client: FlaskClient, editor_headers: dict[str, str]
 ) -> None:
-    _title(client, editor_headers)
-    first = upload(client, editor_headers, "show", poster_bytes("A Show")).json["id"]
-    second = upload(
-        client, editor_headers, "show", poster_bytes("A Show", "landscape", "bright")
-    ).json["id"]
+    first, second = _two_variants(client, editor_headers)
     response = client.patch(
         f"/api/v1/artworks/{second}",
         json={"status": "paused", "tags": ["sky"]},
@@ -189,11 +193,7 @@ def test_policy_endpoint(client: FlaskClient, editor_headers: dict[str, str]) ->
 def test_report_counts_shows_clicks_and_plays_per_segment(
     client: FlaskClient, editor_headers: dict[str, str]
 ) -> None:
-    _title(client, editor_headers)
-    first = upload(client, editor_headers, "show", poster_bytes("A Show")).json["id"]
-    second = upload(
-        client, editor_headers, "show", poster_bytes("A Show", "landscape", "bright")
-    ).json["id"]
+    first, second = _two_variants(client, editor_headers)
     shown: dict[tuple[str, str], list[str]] = {}
     for segment in ("kids", "kids", "kids", "adults", "adults"):
         for _ in range(4):

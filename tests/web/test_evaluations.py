@@ -49,15 +49,6 @@ def _log(session: Session, settings: Settings) -> None:
     session.commit()
 
 
-@pytest.fixture
-def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        "KEYART_DATABASE_URL": database_url,
-        "KEYART_VAR_DIR": str(tmp_path / "var"),
-        "KEYART_SECRET_KEY": "test-secret-key-0123456789",
-    }
-
-
 def test_evaluate_the_sql_log_and_read_it_from_the_editor_api(
     client: FlaskClient,
     session: Session,
