@@ -270,14 +270,16 @@ def export(
     rewards) as VW DSJSON lines."""
     from bandit.dsjson import write_dsjson
     from bandit.evaluation import logged_events
-    from web.db import make_engine, make_sessionmaker
 
     settings = _settings()
     rewards = settings.reward_config()
     partial = path.with_name(path.name + ".partial")
-    engine = make_engine(settings.database_url)
     try:
-        with make_sessionmaker(engine)() as session, partial.open("w", encoding="utf-8") as out:
+        with (
+            _sessions(settings) as sessions,
+            sessions() as session,
+            partial.open("w", encoding="utf-8") as out,
+        ):
             written = write_dsjson(
                 logged_events(
                     session, rewards, since=since, until=until, slot=title, segment=segment
@@ -287,8 +289,6 @@ def export(
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
-    finally:
-        engine.dispose()
     # Written aside and moved into place, so a failed export never leaves half a file.
     partial.replace(path)
     click.echo(f"exported {written} decisions to {path}")
@@ -354,7 +354,6 @@ def evaluate(
         save_evaluation,
     )
     from bandit.snapshots import load_latest
-    from web.db import make_engine, make_sessionmaker
 
     settings = _settings()
     try:
@@ -366,7 +365,6 @@ def evaluate(
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
-    engine = make_engine(settings.database_url)
     try:
         if path is not None:
             if title or segment or since or until:
@@ -374,13 +372,13 @@ def evaluate(
             lines = read_dsjson(path)
             policy = None
             if snapshot:
-                with make_sessionmaker(engine)() as session:
+                with _sessions(settings) as sessions, sessions() as session:
                     policy, found = load_latest(session, settings.vw_args)
                     policy = policy if found else None
             result = evaluate_dsjson(lines, config, policy)
             result["source"] = str(path)
         else:
-            with make_sessionmaker(engine)() as session:
+            with _sessions(settings) as sessions, sessions() as session:
                 rewards = settings.reward_config()
                 events = list(
                     logged_events(
@@ -412,8 +410,6 @@ def evaluate(
                     result["titles_saved"] = len(titles)
     except (DsjsonError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        engine.dispose()
     if as_json:
         click.echo(json.dumps(jsonable(result), indent=2, default=str, allow_nan=False))
         return
@@ -556,14 +552,11 @@ def artwork_reprocess(batch_size: int) -> None:
     where it stopped."""
     from artwork.catalog import reprocess, stale_artworks
     from artwork.store import BlobStore
-    from web.db import make_engine, make_sessionmaker
 
     settings = _settings()
     config = settings.pipeline_config()
     store = BlobStore(settings.media_dir)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    try:
+    with _sessions(settings) as sessions:
         with sessions() as session:
             pending = stale_artworks(session, config)
         if not pending:
@@ -578,8 +571,6 @@ def artwork_reprocess(batch_size: int) -> None:
                     session.commit()
                 failed.update(result.failed)
                 bar.update(len(chunk))
-    finally:
-        engine.dispose()
     for artwork_id, reason in failed.items():
         click.echo(f"  {artwork_id}: {reason}", err=True)
     click.echo(f"reprocessed {len(pending) - len(failed)} variants, {len(failed)} failed")
