@@ -9,16 +9,18 @@ since its last commit, inserts it in one statement and commits once.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import operator
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Engine, text
+from sqlalchemy import JSON, Dialect, Engine, PoolProxiedConnection
 
 from bandit.models import Decision
 
@@ -115,31 +117,55 @@ class GroupCommitLog:
         # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         self._copy_statement = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
+        database = engine.url.database
+        self._lock_path = (
+            f"{database}-writer.lock"
+            if dialect.name == "sqlite" and database and database != ":memory:"
+            else None
+        )
 
-    def _connect(self) -> Connection:
+    def _connect(self) -> PoolProxiedConnection:
+        # A DB-API connection of the engine's pool, used directly: SQLAlchemy's transaction
+        # and execution layers cost more per commit than SQLite's own work.
+        connection = self._engine.raw_connection()
+        driver: Any = connection.driver_connection
         if self._copy:
-            return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        connection = self._engine.connect()
-        if self._engine.dialect.name == "sqlite":
+            driver.autocommit = True
+        elif self._engine.dialect.name == "sqlite":
             # FULL makes a WAL commit survive power loss, not just a crash; the engine's
             # other connections keep NORMAL.
-            connection.execute(text("PRAGMA synchronous=FULL"))
-            connection.commit()
+            driver.execute("PRAGMA synchronous=FULL")
         return connection
 
-    def _insert(self, connection: Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not self._copy:
-            with connection.begin():
-                connection.exec_driver_sql(self._statement, rows)
-            return
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    def _insert(self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]]) -> None:
+        driver: Any = connection.driver_connection
+        cursor = driver.cursor()
         try:
-            with cursor.copy(self._copy_statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            if self._copy:
+                with cursor.copy(self._copy_statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                with self._writer_lock():
+                    cursor.executemany(self._statement, rows)
+                    driver.commit()
         finally:
             cursor.close()
-        connection.commit()  # ends SQLAlchemy's own (autocommit) transaction; nothing is sent
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """SQLite has one writer at a time per database; each process's writer waits its turn
+        on a file lock. Left to SQLite, a writer that finds the database busy sleeps and
+        retries (1, 2, 5, 10 ms...), and the sleeps, not the writes, set the pace."""
+        if self._lock_path is None:
+            yield
+            return
+        with open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def write(self, decisions: Sequence[Any]) -> None:
         if not decisions:
@@ -214,7 +240,7 @@ class GroupCommitLog:
     def _run(self) -> None:
         # The writer keeps a connection of its own: borrowing from the pool the requests use
         # could starve it while every request thread holds a connection and waits for it.
-        connection: Connection | None = None
+        connection: PoolProxiedConnection | None = None
         while True:
             taken = self._take()
             if taken is None:

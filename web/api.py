@@ -53,7 +53,7 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
         format=fmt,
         deferred=body.defer_activation,
     )
-    decided = choose_artwork(db(), runtime(), page)
+    decided = choose_artwork(runtime(), page)
     for decision in decided:
         metrics.DECISIONS.labels(decision["error"]["code"] if "error" in decision else "ok").inc()
     return decided, negotiated

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,44 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise exc.DisconnectionError(str(error)) from error
         if not alive:
             raise exc.DisconnectionError("connection failed its ping")
+
+
+class ReadUnavailable(RuntimeError):
+    """The database could not answer a plain read (see `plain_reads`)."""
+
+
+@contextmanager
+def plain_reads(engine: Engine) -> Iterator[Any]:
+    """A DB-API cursor on a pooled connection, for a hot path's plain SELECTs.
+
+    No ORM session or Core execution around the query: on the decision path they cost ten
+    times the query itself on SQLite. No transaction either: SQLite's driver begins one only
+    before a write, and PostgreSQL's connection is put in autocommit for the duration, so a
+    read is one round trip, with no BEGIN or ROLLBACK. A driver error is raised as
+    `ReadUnavailable`, and the connection is discarded rather than pooled again.
+    """
+    connection = engine.raw_connection()
+    driver: Any = connection.driver_connection
+    postgres = engine.dialect.name == "postgresql"
+    errors = engine.dialect.loaded_dbapi.Error
+    try:
+        if postgres:
+            driver.autocommit = True
+        cursor = driver.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+    except errors as error:
+        connection.invalidate()
+        raise ReadUnavailable(f"the database did not answer ({type(error).__name__})") from error
+    finally:
+        if postgres and connection.is_valid:
+            try:
+                driver.autocommit = False  # as the pool's other users expect it
+            except errors:
+                connection.invalidate()
+        connection.close()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

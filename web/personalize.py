@@ -7,11 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from artwork.models import Artwork
 from bandit.decision_log import DecisionLogError
 from bandit.log import DecisionRequest, choose
+from web.db import ReadUnavailable
 from web.errors import ApiError
 from web.serving_catalog import ServingCatalog
 from web.state import Runtime
@@ -37,15 +36,14 @@ def artwork_features(artwork: Artwork) -> dict[str, Any]:
     return {"tag": list(artwork.tags), **artwork.features}
 
 
-def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
+def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
     be served gets an `error` of its own and does not fail the others. The decisions are
     durable (group-committed) before this returns."""
-    if not session.in_transaction():
-        # The catalog read is one SELECT, consistent on its own: in autocommit it costs one
-        # round trip to a database server instead of three (BEGIN, SELECT, COMMIT).
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    catalog = SERVING_CATALOG.titles(session, page.titles)
+    try:
+        catalog = SERVING_CATALOG.titles(runtime.engine, page.titles)
+    except ReadUnavailable as error:
+        raise ApiError(503, "catalog_unavailable", str(error)) from None
     requests: list[DecisionRequest] = []
     for title_id in dict.fromkeys(page.titles):
         found = catalog.get(title_id)
@@ -66,18 +64,20 @@ def choose_artwork(session: Session, runtime: Runtime, page: PageRequest) -> lis
     policy = runtime.policy.current
     decisions = choose(policy, requests, runtime.rng, exploration=runtime.exploration)
     if runtime.decision_log is None:
-        session.add_all([d.model() for d in decisions])
-        session.commit()
+        with runtime.sessions() as session:
+            session.add_all([d.model() for d in decisions])
+            session.commit()
     else:
-        # End the catalog read first: its connection goes back to the pool while we wait.
-        session.commit()
         try:
             runtime.decision_log.write(decisions)
         except DecisionLogError as error:
             raise ApiError(503, "log_unavailable", str(error)) from None
-    images = SERVING_CATALOG.image(
-        session, [d.chosen_id for d in decisions], page.rendition, page.format
-    )
+    try:
+        images = SERVING_CATALOG.image(
+            runtime.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+        )
+    except ReadUnavailable as error:
+        raise ApiError(503, "catalog_unavailable", str(error)) from None
 
     by_title = {d.slot: d for d in decisions}
     out = []

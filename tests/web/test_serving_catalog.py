@@ -20,10 +20,11 @@ def test_statuses_are_fresh_and_renditions_refresh_after_their_ttl(
         upload(client, editor_headers, "s", poster_bytes("S", palette=p)).json["id"]
         for p in ("dark", "bright")
     ]
+    engine = session.get_bind()
     cached, fresh = ServingCatalog(rendition_ttl_seconds=3600), ServingCatalog(0)
-    assert [c.id for c in cached.titles(session, ["s", "nope"])["s"].variants] == ids
-    before = cached.image(session, [ids[0]], "boxart-342", "webp")[ids[0]]
-    fresh.image(session, [ids[0]], "boxart-342", "webp")
+    assert [c.id for c in cached.titles(engine, ["s", "nope"])["s"].variants] == ids
+    before = cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]
+    fresh.image(engine, [ids[0]], "boxart-342", "webp")
 
     client.patch(f"/api/v1/artworks/{ids[0]}", json={"status": "paused"}, headers=editor_headers)
     session.execute(
@@ -32,8 +33,8 @@ def test_statuses_are_fresh_and_renditions_refresh_after_their_ttl(
         .values(key="re-rendered.webp")
     )
     session.commit()
-    assert [c.id for c in cached.titles(session, ["s"])["s"].variants] == [ids[1]]
-    assert cached.image(session, [ids[0]], "boxart-342", "webp")[ids[0]] == before
-    assert fresh.image(session, [ids[0]], "boxart-342", "webp")[ids[0]]["url"] == (
+    assert [c.id for c in cached.titles(engine, ["s"])["s"].variants] == [ids[1]]
+    assert cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]] == before
+    assert fresh.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]["url"] == (
         "/media/re-rendered.webp"
     )
