@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -36,6 +37,17 @@ def utcnow() -> datetime:
 
 class CatalogBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CatalogVersion(CatalogBase):
+    """One row whose `version` rises with every change to `titles` or `artworks` (database
+    triggers bump it; see migration 0005), so a process can tell its cached catalog is stale
+    by reading one number."""
+
+    __tablename__ = "catalog_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class Title(CatalogBase):

@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Dialect, Engine, PoolProxiedConnection
@@ -64,6 +65,25 @@ class DecisionLogError(RuntimeError):
     """The decisions could not be made durable; the request must not claim they were logged."""
 
 
+class StaleWrite(DecisionLogError):
+    """The log's guard has moved on from the value the decisions were made with (for keyart:
+    the catalog changed under them). They were not logged; decide again with `current`."""
+
+    def __init__(self, current: Any) -> None:
+        super().__init__(f"decided with a stale view (the guard is now {current!r})")
+        self.current = current
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    """One `write()`: its rows, the future its caller waits on, and the guard value it was
+    decided with (None: unguarded)."""
+
+    rows: list[tuple[Any, ...]]
+    done: Future[None]
+    expect: Any = None
+
+
 def decision_row(decision: Any) -> dict[str, Any]:
     """The row for a `Decision` or a `bandit.log.DecisionRecord`."""
     return {key: getattr(decision, key) for key in _COLUMNS}
@@ -77,6 +97,11 @@ class GroupCommitLog:
     rather than building one huge transaction. The writer thread starts on first use, in
     the process that uses it (a thread never crosses a fork). Give it an engine of its own:
     if it shared a pool with the threads waiting on it, they could hold every connection.
+
+    `guard` is a query of one value that the writer reads after taking a batch and before
+    writing it; a write made `expect`ing another value is refused with `StaleWrite` and the
+    rest are written. Whatever the guard watches (keyart: the catalog version) can then be
+    cached by the callers: anything decided after the watched thing changed is refused.
     """
 
     def __init__(
@@ -87,6 +112,7 @@ class GroupCommitLog:
         *,
         idle_seconds: float = 5.0,
         owns_engine: bool = False,
+        guard: str | None = None,
     ):
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
@@ -98,7 +124,10 @@ class GroupCommitLog:
         self._max_rows = max_rows
         self._timeout = timeout_seconds
         self._condition = threading.Condition()
-        self._pending: list[tuple[list[tuple[Any, ...]], Future[None]]] = []
+        self._pending: list[_Entry] = []
+        self._guard = guard
+        self.guarded: Any = None  # the guard's value at the last commit
+        self.refused = 0  # writes refused as stale, for tests and metrics
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
@@ -167,11 +196,13 @@ class GroupCommitLog:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def write(self, decisions: Sequence[Any]) -> None:
+    def write(self, decisions: Sequence[Any], expect: Any = None) -> None:
+        """Log `decisions` durably, or raise; `expect` is the guard value they were made
+        with (see the class)."""
         if not decisions:
             return
         done: Future[None] = Future()
-        entry = ([self._encode(d) for d in decisions], done)
+        entry = _Entry([self._encode(d) for d in decisions], done, expect)
         with self._condition:
             self._ensure_thread()
             self._pending.append(entry)
@@ -219,7 +250,7 @@ class GroupCommitLog:
         self._thread = threading.Thread(target=self._run, name="keyart-decision-log", daemon=True)
         self._thread.start()
 
-    def _take(self) -> list[tuple[list[tuple[Any, ...]], Future[None]]] | None:
+    def _take(self) -> list[_Entry] | None:
         with self._condition:
             while not self._pending and not self._stopping:
                 if not self._condition.wait(self._idle) and not self._pending:
@@ -229,11 +260,11 @@ class GroupCommitLog:
             taken, rows = [], 0
             # Whole requests only: a request's decisions are committed together.
             while self._pending and (
-                not taken or rows + len(self._pending[0][0]) <= self._max_rows
+                not taken or rows + len(self._pending[0].rows) <= self._max_rows
             ):
                 entry = self._pending.pop(0)
                 taken.append(entry)
-                rows += len(entry[0])
+                rows += len(entry.rows)
             self._in_flight = len(taken)
             return taken
 
@@ -254,11 +285,24 @@ class GroupCommitLog:
                     # Under the lock: the next write sees no thread and starts one.
                     self._thread = None
                     return
-            rows = [row for entry_rows, _ in taken for row in entry_rows]
+            rows: list[tuple[Any, ...]] = []
             try:
                 if connection is None:
                     connection = self._connect()
-                self._insert(connection, rows)
+                if self._guard is not None:
+                    # Read after the batch was taken, so after each write in it was decided.
+                    self.guarded = self._read_guard(connection)
+                    fresh, stale = [], []
+                    for entry in taken:
+                        current = entry.expect is None or entry.expect == self.guarded
+                        (fresh if current else stale).append(entry)
+                    if stale:
+                        self.refused += len(stale)
+                        self._answer(stale, StaleWrite(self.guarded))
+                        taken = fresh
+                rows = [row for entry in taken for row in entry.rows]
+                if rows:
+                    self._insert(connection, rows)
             except Exception as error:  # every waiting request hears of it
                 log.exception("writing %d decisions failed", len(rows))
                 if connection is not None:
@@ -270,16 +314,24 @@ class GroupCommitLog:
                 )
                 self._answer(taken, failure)
                 continue
-            self.commits += 1
+            if rows:
+                self.commits += 1
             self._answer(taken, None)
 
-    def _answer(
-        self, taken: list[tuple[list[tuple[Any, ...]], Future[None]]], error: Exception | None
-    ) -> None:
+    def _read_guard(self, connection: PoolProxiedConnection) -> Any:
+        cursor: Any = connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self._guard)
+            (value,) = cursor.fetchone()
+        finally:
+            cursor.close()
+        return value
+
+    def _answer(self, taken: list[_Entry], error: Exception | None) -> None:
         with self._condition:
-            self._in_flight = 0
-        for _, done in taken:
+            self._in_flight = max(0, self._in_flight - len(taken))
+        for entry in taken:
             if error is None:
-                done.set_result(None)
+                entry.done.set_result(None)
             else:
-                done.set_exception(error)
+                entry.done.set_exception(error)

@@ -15,6 +15,7 @@ from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
+from web.serving_catalog import CATALOG_VERSION
 from web.state import Runtime
 
 
@@ -54,7 +55,12 @@ def create_app(
         exploration=settings.exploration(),
         # An engine (pool) of its own, so request threads can never starve the writer.
         decision_log=GroupCommitLog(
-            make_engine(settings.database_url), settings.decision_commit_max, owns_engine=True
+            make_engine(settings.database_url),
+            settings.decision_commit_max,
+            owns_engine=True,
+            # Decisions made from a catalog older than the database's are refused (and made
+            # again): what lets serving cache the catalog (web/serving_catalog.py).
+            guard=CATALOG_VERSION,
         ),
     )
 

@@ -8,16 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from artwork.models import Artwork
-from bandit.decision_log import DecisionLogError
-from bandit.log import DecisionRequest, choose
+from bandit.decision_log import DecisionLogError, StaleWrite
+from bandit.log import DecisionRecord, DecisionRequest, choose
 from web.db import ReadUnavailable
 from web.errors import ApiError
-from web.serving_catalog import ServingCatalog
+from web.serving_catalog import ServableTitle
 from web.state import Runtime
 
 DEFAULT_RENDITION = "boxart-342"
-# One cache per process serves every app in it (renditions are re-read every 30 s).
-SERVING_CATALOG = ServingCatalog()
 
 
 @dataclass(frozen=True)
@@ -36,14 +34,57 @@ def artwork_features(artwork: Artwork) -> dict[str, Any]:
     return {"tag": list(artwork.tags), **artwork.features}
 
 
+# Attempts at a page before giving up, when the catalog keeps changing under its decisions.
+_ATTEMPTS = 3
+
+
 def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
     be served gets an `error` of its own and does not fail the others. The decisions are
-    durable (group-committed) before this returns."""
+    durable (group-committed) before this returns, and were made with the catalog as it
+    was when they were committed (see `web.serving_catalog`)."""
+    log = runtime.decision_log
+    for attempt in range(_ATTEMPTS):
+        # Read afresh when the last attempt was refused, or the log's writer has already
+        # seen a newer catalog than the cache holds; without the log, always.
+        fresh = (
+            log is None
+            or attempt > 0
+            or (log.guarded is not None and log.guarded != runtime.catalog.version)
+        )
+        try:
+            catalog, version = runtime.catalog.titles(runtime.engine, page.titles, fresh=fresh)
+        except ReadUnavailable as error:
+            raise ApiError(503, "catalog_unavailable", str(error)) from None
+        decisions = _decide(runtime, page, catalog)
+        if log is None:
+            with runtime.sessions() as session:
+                session.add_all([d.model() for d in decisions])
+                session.commit()
+            break
+        try:
+            log.write(decisions, expect=version)
+            break
+        except StaleWrite:
+            continue  # the catalog changed since it was read: decide again
+        except DecisionLogError as error:
+            raise ApiError(503, "log_unavailable", str(error)) from None
+    else:
+        raise ApiError(
+            503, "catalog_changing", "the catalog kept changing while deciding; try again"
+        )
     try:
-        catalog = SERVING_CATALOG.titles(runtime.engine, page.titles)
+        images = runtime.catalog.image(
+            runtime.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+        )
     except ReadUnavailable as error:
         raise ApiError(503, "catalog_unavailable", str(error)) from None
+    return _answers(runtime, page, catalog, decisions, images)
+
+
+def _decide(
+    runtime: Runtime, page: PageRequest, catalog: dict[str, ServableTitle]
+) -> list[DecisionRecord]:
     requests: list[DecisionRequest] = []
     for title_id in dict.fromkeys(page.titles):
         found = catalog.get(title_id)
@@ -61,24 +102,16 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
                 slot_tokens=found.slot_tokens,
             )
         )
-    policy = runtime.policy.current
-    decisions = choose(policy, requests, runtime.rng, exploration=runtime.exploration)
-    if runtime.decision_log is None:
-        with runtime.sessions() as session:
-            session.add_all([d.model() for d in decisions])
-            session.commit()
-    else:
-        try:
-            runtime.decision_log.write(decisions)
-        except DecisionLogError as error:
-            raise ApiError(503, "log_unavailable", str(error)) from None
-    try:
-        images = SERVING_CATALOG.image(
-            runtime.engine, [d.chosen_id for d in decisions], page.rendition, page.format
-        )
-    except ReadUnavailable as error:
-        raise ApiError(503, "catalog_unavailable", str(error)) from None
+    return choose(runtime.policy.current, requests, runtime.rng, exploration=runtime.exploration)
 
+
+def _answers(
+    runtime: Runtime,
+    page: PageRequest,
+    catalog: dict[str, ServableTitle],
+    decisions: list[DecisionRecord],
+    images: dict[str, dict[str, Any] | None],
+) -> list[dict[str, Any]]:
     by_title = {d.slot: d for d in decisions}
     out = []
     for title_id in page.titles:
@@ -99,7 +132,7 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
                 "event_id": decision.event_id,
                 "artwork_id": decision.chosen_id,
                 "image": images[decision.chosen_id],
-                "placeholder": SERVING_CATALOG.placeholder(decision.chosen_id, page.rendition),
+                "placeholder": runtime.catalog.placeholder(decision.chosen_id, page.rendition),
                 "probability": decision.probability,
                 "policy_version": decision.policy_version,
                 "mode": decision.mode,

@@ -1,9 +1,13 @@
-"""The catalog as decision serving reads it: one light query per request for everything an
-editor can change (active variants, their tags and features, the default), and each
-variant's renditions cached in the process for a short while (they rarely change).
+"""The catalog as decision serving reads it: each title's active variants (their tags and
+features) and default, cached in the process along with the catalog version they were read
+at, and each variant's renditions, cached for a short while (they rarely change).
 
-Loading ORM objects with their relationships cost more than the decision itself; this keeps
-a decision's catalog read to one round trip without ever serving a paused variant.
+Never serving a paused variant does not need a read per request. Database triggers bump
+`catalog_version` with every change to titles or artworks (migration 0005); the decision
+log's writer reads that version with each group commit and refuses decisions made with an
+older one (`bandit.decision_log.StaleWrite`), and `web.personalize` then decides again
+from a fresh read. So a decision made after an editor's change has committed is never
+logged, nor answered, with the catalog from before it.
 """
 
 from __future__ import annotations
@@ -52,24 +56,46 @@ _RENDITIONS = (
     "SELECT artwork_id, preset, format, key, width, height FROM renditions WHERE artwork_id {ids}"
 )
 _PLACEHOLDERS = "SELECT id, CAST(placeholder AS VARCHAR) FROM artworks WHERE id {ids}"
+CATALOG_VERSION = "SELECT version FROM catalog_version WHERE id = 1"
+# Titles cached per process, at most; past this the cache starts again (ids from clients
+# that name no title are cached too, as unknown, so they cost no read either).
+_TITLE_CACHE = 100_000
 
 
-def _run(engine: Engine, statement: str, ids: list[str]) -> list[tuple[Any, ...]]:
+def _matching(engine: Engine, statement: str, ids: list[str]) -> tuple[str, list[Any]]:
     """`statement` with its `{ids}` matched against the list `ids`, in the driver's own
     parameter style (one array parameter on PostgreSQL, a placeholder per id on SQLite)."""
     if engine.dialect.name == "postgresql":
-        sql, parameters = statement.format(ids="= ANY(%s)"), [ids]
-    else:
-        sql, parameters = statement.format(ids=f"IN ({', '.join('?' * len(ids))})"), ids
+        return statement.format(ids="= ANY(%s)"), [ids]
+    return statement.format(ids=f"IN ({', '.join('?' * len(ids))})"), ids
+
+
+def _run(engine: Engine, statement: str, ids: list[str]) -> list[tuple[Any, ...]]:
     with plain_reads(engine) as cursor:
-        cursor.execute(sql, parameters)
+        cursor.execute(*_matching(engine, statement, ids))
         return cursor.fetchall()  # type: ignore[no-any-return]
 
 
+def _read_titles(engine: Engine, ids: list[str]) -> tuple[int, list[tuple[Any, ...]]]:
+    """The catalog version, then `ids`' rows: read in that order, the rows are at least as
+    new as the version (a change in between makes the version look older, never newer)."""
+    with plain_reads(engine) as cursor:
+        cursor.execute(CATALOG_VERSION)
+        (version,) = cursor.fetchone()
+        cursor.execute(*_matching(engine, _ACTIVE, ids))
+        return int(version), cursor.fetchall()
+
+
 class ServingCatalog:
-    """Reads titles' active variants per request; caches renditions per variant."""
+    """Titles' active variants, cached with the catalog version; renditions per variant.
+
+    One per database (each app's runtime has its own): versions of different databases
+    mean nothing to each other."""
 
     def __init__(self, rendition_ttl_seconds: float = 30.0) -> None:
+        # Titles as read at `version` (None: no such title); emptied when it moves on.
+        self.version: int | None = None
+        self._titles: dict[str, ServableTitle | None] = {}
         self._images: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._placeholders: dict[str, dict[str, Any] | None] = {}
         # Renditions are re-read after this long, so a variant re-rendered (new presets, a
@@ -83,9 +109,30 @@ class ServingCatalog:
         self._slots: dict[str, tuple[str, list[str], dict[str, Any], str]] = {}
         self._lock = threading.Lock()
 
-    def titles(self, engine: Engine, title_ids: Iterable[str]) -> dict[str, ServableTitle]:
-        """Every known title among `title_ids` with its active variants (maybe none)."""
-        rows = _run(engine, _ACTIVE, list(set(title_ids)))
+    def titles(
+        self, engine: Engine, title_ids: Iterable[str], *, fresh: bool = False
+    ) -> tuple[dict[str, ServableTitle], int]:
+        """Every known title among `title_ids` with its active variants (maybe none), and
+        the catalog version they are current at: the guard to log decisions with. Cached
+        titles are used while the catalog version holds; `fresh` reads them all again."""
+        wanted = list(dict.fromkeys(title_ids))
+        with self._lock:
+            version, known = self.version, self._titles
+        if not fresh and version is not None and all(t in known for t in wanted):
+            return {t: found for t in wanted if (found := known[t]) is not None}, version
+        read_at, rows = _read_titles(engine, wanted)
+        loaded: dict[str, ServableTitle | None] = dict.fromkeys(wanted)
+        loaded.update(self._servable(rows))
+        with self._lock:
+            # Versions only rise: a read that lost a race to a newer one is not cached.
+            if self.version is None or read_at > self.version or len(self._titles) > _TITLE_CACHE:
+                self._titles = {}
+                self.version = read_at
+            if read_at == self.version:
+                self._titles.update(loaded)
+        return {t: found for t in wanted if (found := loaded[t]) is not None}, read_at
+
+    def _servable(self, rows: list[tuple[Any, ...]]) -> dict[str, ServableTitle]:
         found: dict[str, ServableTitle] = {}
         for title_id, genres, default_id, artwork_id, tags, features in rows:
             title = found.get(title_id)

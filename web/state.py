@@ -17,6 +17,7 @@ from bandit.decision_log import GroupCommitLog
 from bandit.learner import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings
+from web.serving_catalog import ServingCatalog
 
 
 @dataclass
@@ -34,8 +35,10 @@ class Runtime:
     # Runs the artwork pipeline for uploads in a child process; None: in this process.
     pipeline: PipelineProcess | None = None
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
-    # Where decisions are written (group commit); None writes them in the request's session.
+    # Where decisions are written (group commit); None writes them in a session of their own.
     decision_log: GroupCommitLog | None = None
+    # The catalog as decision serving sees it, cached for this database.
+    catalog: ServingCatalog = field(default_factory=ServingCatalog)
 
 
 def runtime() -> Runtime:

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
-from bandit.decision_log import DecisionLogError, GroupCommitLog
+from bandit.decision_log import DecisionLogError, GroupCommitLog, StaleWrite
 from bandit.features import Candidate
 from bandit.log import DecisionRecord, DecisionRequest, choose
 from bandit.models import Decision
@@ -189,3 +189,47 @@ def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
     assert log.commits == 2
     log.stop()
     assert session.scalar(select(func.count()).select_from(Decision)) == 4
+
+
+GUARD = "SELECT version FROM catalog_version WHERE id = 1"
+
+
+def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logged(
+    app: Flask, session: Session
+) -> None:
+    engine = runtime(app).engine
+    log = GroupCommitLog(engine, guard=GUARD)
+    current = session.scalar(text(GUARD))
+    first, fresh, stale = _page(2, 1), _page(3, 2), _page(4, 3)
+    outcomes: dict[str, object] = {}
+
+    def request(name: str, page: list[DecisionRecord], expect: int) -> None:
+        try:
+            log.write(page, expect=expect)
+            outcomes[name] = "logged"
+        except StaleWrite as refused:
+            outcomes[name] = refused.current
+
+    # The fresh and the stale write wait together behind the first, so one batch holds both.
+    lock = _hold_write_lock(engine)
+    threads = [
+        threading.Thread(target=request, args=("first", first, current)),
+        threading.Thread(target=request, args=("fresh", fresh, current)),
+        threading.Thread(target=request, args=("stale", stale, current - 1)),
+    ]
+    threads[0].start()
+    _wait_for(lambda: log.queued == 0 and log.waiting == 1)
+    threads[1].start()
+    threads[2].start()
+    _wait_for(lambda: log.queued == 2)
+    lock.rollback()
+    lock.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    log.stop()
+
+    assert outcomes == {"first": "logged", "fresh": "logged", "stale": current}
+    assert log.refused == 1 and log.guarded == current
+    logged = set(session.scalars(select(Decision.event_id)))
+    assert {d.event_id for d in first + fresh} <= logged
+    assert not {d.event_id for d in stale} & logged

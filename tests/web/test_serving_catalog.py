@@ -1,28 +1,61 @@
-"""The serving path's catalog read: fresh statuses every request, renditions re-read after
-their cache time."""
+"""The serving path's catalog: cached with the catalog version, which database triggers
+bump and the decision log checks at every commit, so a paused variant is never served once
+the pause has committed; renditions re-read after their cache time."""
 
 from __future__ import annotations
 
+from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from artwork.models import Rendition
-from tests.helpers import poster_bytes, upload
+from artwork.models import CatalogVersion, Rendition
+from tests.helpers import poster_bytes, runtime, upload
 from web.serving_catalog import ServingCatalog
 
 
-def test_statuses_are_fresh_and_renditions_refresh_after_their_ttl(
-    client: FlaskClient, session: Session, editor_headers: dict[str, str]
-) -> None:
-    client.post("/api/v1/titles", json={"id": "s", "name": "S"}, headers=editor_headers)
-    ids = [
-        upload(client, editor_headers, "s", poster_bytes("S", palette=p)).json["id"]
+def _version(session: Session) -> int:
+    session.expire_all()
+    return session.scalars(select(CatalogVersion.version)).one()
+
+
+def _title(client: FlaskClient, headers: dict[str, str], title: str) -> list[str]:
+    client.post("/api/v1/titles", json={"id": title, "name": title}, headers=headers)
+    return [
+        upload(client, headers, title, poster_bytes(title, palette=p)).json["id"]
         for p in ("dark", "bright")
     ]
+
+
+def test_every_change_to_titles_or_artworks_bumps_the_catalog_version(
+    client: FlaskClient, session: Session, editor_headers: dict[str, str]
+) -> None:
+    start = _version(session)
+    ids = _title(client, editor_headers, "v")
+    after_uploads = _version(session)
+    assert after_uploads > start
+    # Any writer at all, not only keyart's own code paths: the triggers are in the database.
+    session.execute(text("UPDATE artworks SET status = 'paused' WHERE id = :id"), {"id": ids[0]})
+    session.commit()
+    assert _version(session) == after_uploads + 1
+    session.execute(text("UPDATE titles SET name = 'renamed' WHERE id = 'v'"))
+    session.commit()
+    assert _version(session) == after_uploads + 2
+    # Renditions and the decision log are not the catalog.
+    session.execute(update(Rendition).values(width=Rendition.width))
+    session.commit()
+    assert _version(session) == after_uploads + 2
+
+
+def test_titles_are_cached_until_asked_fresh_and_renditions_refresh_after_their_ttl(
+    client: FlaskClient, session: Session, editor_headers: dict[str, str]
+) -> None:
+    ids = _title(client, editor_headers, "s")
     engine = session.get_bind()
     cached, fresh = ServingCatalog(rendition_ttl_seconds=3600), ServingCatalog(0)
-    assert [c.id for c in cached.titles(engine, ["s", "nope"])["s"].variants] == ids
+    found, version = cached.titles(engine, ["s", "nope"])
+    assert [c.id for c in found["s"].variants] == ids
+    assert "nope" not in found and version == _version(session)
     before = cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]
     fresh.image(engine, [ids[0]], "boxart-342", "webp")
 
@@ -33,8 +66,35 @@ def test_statuses_are_fresh_and_renditions_refresh_after_their_ttl(
         .values(key="re-rendered.webp")
     )
     session.commit()
-    assert [c.id for c in cached.titles(engine, ["s"])["s"].variants] == [ids[1]]
+    # The cache answers with what it read, and says at which version...
+    found, stale = cached.titles(engine, ["s"])
+    assert [c.id for c in found["s"].variants] == ids and stale == version
+    # ...which the decision log would refuse; a fresh read has the pause.
+    found, current = cached.titles(engine, ["s"], fresh=True)
+    assert [c.id for c in found["s"].variants] == [ids[1]]
+    assert current == _version(session) > version
     assert cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]] == before
     assert fresh.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]["url"] == (
         "/media/re-rendered.webp"
     )
+
+
+def test_a_paused_variant_is_never_served_once_the_pause_has_committed(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    ids = _title(client, editor_headers, "p")
+    log = runtime(app).decision_log
+    assert log is not None
+    ask = {"titles": ["p"], "context": {"segment": "a"}}
+    served = {client.post("/api/v1/decisions", json=ask).json["decisions"][0]["artwork_id"]}
+    for _ in range(30):  # warm the cache; both variants are active
+        served.add(client.post("/api/v1/decisions", json=ask).json["decisions"][0]["artwork_id"])
+    assert served <= set(ids)
+    refused = log.refused
+
+    client.patch(f"/api/v1/artworks/{ids[0]}", json={"status": "paused"}, headers=editor_headers)
+    answers = [client.post("/api/v1/decisions", json=ask).json["decisions"][0] for _ in range(50)]
+    assert {a["artwork_id"] for a in answers} == {ids[1]}
+    assert {a["mode"] for a in answers} == {"single"}
+    # The first was decided from the cached catalog and refused by the log, then made again.
+    assert log.refused == refused + 1
