@@ -15,6 +15,7 @@ import json
 import logging
 import operator
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -137,10 +138,9 @@ class GroupCommitLog:
         self._encode = _row_encoder(dialect)
         # Straight to the driver: building ORM or Core parameter sets per row cost more
         # than the database's own work.
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        marks = ", ".join(mark for _ in _COLUMNS)
-        # Names from the model, placeholders only: nothing from outside.
-        self._statement = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._statements: dict[int, str] = {}
+        self._rows_per_statement: int | None = None
         # On PostgreSQL a commit's rows go in by one COPY in autocommit: a single statement,
         # so still all or nothing, and two server round trips instead of four (BEGIN, COPY,
         # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
@@ -151,6 +151,14 @@ class GroupCommitLog:
             f"{database}-writer.lock"
             if dialect.name == "sqlite" and database and database != ":memory:"
             else None
+        )
+
+    def _statement_for(self, count: int) -> str:
+        values = "(" + ", ".join(self._mark for _ in _COLUMNS) + ")"
+        # Names from the model, placeholders only: nothing from outside.
+        return (
+            f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+            + ", ".join(values for _ in range(count))
         )
 
     def _connect(self) -> PoolProxiedConnection:
@@ -176,10 +184,28 @@ class GroupCommitLog:
                         copy.write_row(row)
             else:
                 with self._writer_lock():
-                    cursor.executemany(self._statement, rows)
+                    self._insert_rows(driver, cursor, rows)
                     driver.commit()
         finally:
             cursor.close()
+
+    def _insert_rows(self, driver: Any, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+        """All `rows` in as few statements as the driver allows. One statement of many rows
+        rather than `executemany`: SQLite's driver lets go of the GIL for every statement it
+        steps through, and under load each hand-back costs the writer a wait behind the
+        request threads."""
+        if self._rows_per_statement is None:
+            limit = 999  # SQLite's own default before 3.32
+            if hasattr(driver, "getlimit"):
+                limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._rows_per_statement = max(1, min(500, limit // len(_COLUMNS)))
+        step = self._rows_per_statement
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            statement = self._statements.get(len(chunk))
+            if statement is None:
+                statement = self._statements[len(chunk)] = self._statement_for(len(chunk))
+            cursor.execute(statement, [value for row in chunk for value in row])
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
