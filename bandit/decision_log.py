@@ -17,6 +17,7 @@ import operator
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
         return tuple(row)
 
     return encode
+
+
+# How often the writer checkpoints SQLite's WAL, and how large the WAL file may stay after.
+_CHECKPOINT_SECONDS = 0.25
+_WAL_KEEP_BYTES = 64 * 1024 * 1024
 
 
 class DecisionLogError(RuntimeError):
@@ -141,6 +147,7 @@ class GroupCommitLog:
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self._statements: dict[int, str] = {}
         self._rows_per_statement: int | None = None
+        self._checkpointed = time.monotonic()
         # On PostgreSQL a commit's rows go in by one COPY in autocommit: a single statement,
         # so still all or nothing, and two server round trips instead of four (BEGIN, COPY,
         # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
@@ -172,7 +179,24 @@ class GroupCommitLog:
             # FULL makes a WAL commit survive power loss, not just a crash; the engine's
             # other connections keep NORMAL.
             driver.execute("PRAGMA synchronous=FULL")
+            # Checkpoints run after a commit is answered, outside the writers' lock
+            # (`_checkpoint`), not inside whichever commit crosses SQLite's threshold: there
+            # they held every process's writes up for the time it took to copy the WAL back.
+            driver.execute("PRAGMA wal_autocheckpoint=0")
+            driver.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         return connection
+
+    def _checkpoint(self, connection: PoolProxiedConnection, *, force: bool = False) -> None:
+        """Copy the WAL back into the database (PASSIVE: never waits for readers or writers)
+        at most every `_CHECKPOINT_SECONDS`, so the WAL stays small without a commit
+        paying for it."""
+        if self._engine.dialect.name != "sqlite" or self._copy:
+            return
+        now = time.monotonic()
+        if not force and now - self._checkpointed < _CHECKPOINT_SECONDS:
+            return
+        self._checkpointed = now
+        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
 
     def _insert(self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]]) -> None:
         driver: Any = connection.driver_connection
@@ -305,6 +329,10 @@ class GroupCommitLog:
                     if self._pending and not self._stopping:
                         continue  # a write came in meanwhile
                     if connection is not None:
+                        try:
+                            self._checkpoint(connection, force=True)
+                        except Exception:
+                            log.exception("WAL checkpoint failed")
                         connection.close()
                     if self._owns_engine:
                         self._engine.dispose()
@@ -343,6 +371,10 @@ class GroupCommitLog:
             if rows:
                 self.commits += 1
             self._answer(taken, None)
+            try:
+                self._checkpoint(connection)
+            except Exception:  # the next one will catch up; the commits are safe
+                log.exception("WAL checkpoint failed")
 
     def _read_guard(self, connection: PoolProxiedConnection) -> Any:
         cursor: Any = connection.driver_connection.cursor()  # type: ignore[union-attr]

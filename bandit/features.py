@@ -53,6 +53,11 @@ class Candidate:
         return " ".join([f"id={_token(self.id)}", *feature_tokens(self.features)])
 
     @cached_property
+    def line(self) -> str:
+        """The candidate's unlabelled VW line (`action_line`), made once."""
+        return f"|{ACTION_NS} {self.tokens}"
+
+    @cached_property
     def logged(self) -> dict[str, Any]:
         """The candidate as the decision log holds it (shared by every record of it)."""
         return {"id": self.id, "features": dict(self.features)}
@@ -169,8 +174,7 @@ def shared_line(
 
 
 def action_line(candidate: Candidate, label: str = "") -> str:
-    prefix = f"{label} " if label else ""
-    return f"{prefix}|{ACTION_NS} {candidate.tokens}"
+    return f"{label} {candidate.line}" if label else candidate.line
 
 
 def example_lines(

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import random
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,8 @@ class DecisionRequest:
     default_id: str | None = None
     # `context_text(slot_features)` when the caller has it cached (keyart: per title).
     slot_tokens: str | None = None
+    # `logged_candidates(candidates)` when the caller has it cached, likewise.
+    logged: JSONList | None = None
 
 
 class JSONList(list):  # type: ignore[type-arg]
@@ -73,6 +74,24 @@ def logged_candidates(candidates: Sequence[Candidate]) -> JSONList:
 def _logged_dict(value: Mapping[str, Any]) -> dict[str, Any]:
     # A JSONDict is kept as is (its text is already made); anything else is copied.
     return value if isinstance(value, JSONDict) else dict(value)
+
+
+def event_ids(count: int, now: datetime) -> list[str]:
+    """`count` new event ids for decisions made at `now` (naive UTC): UUIDv7 (RFC 9562) in
+    hex, a millisecond timestamp then 74 random bits. Time-ordered ids go in at the end of
+    the log's unique index, where random ones touched a different index page per decision
+    and every such page went to the WAL with each commit."""
+    millis = int(now.replace(tzinfo=UTC).timestamp() * 1000)
+    prefix = millis.to_bytes(6, "big")
+    # One read of the OS's randomness for the page, not one per decision.
+    entropy = os.urandom(10 * count)
+    ids = []
+    for n in range(count):
+        raw = bytearray(prefix + entropy[10 * n : 10 * n + 10])
+        raw[6] = (raw[6] & 0x0F) | 0x70  # version 7
+        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+        ids.append(raw.hex())
+    return ids
 
 
 def _floats_json(values: Sequence[float]) -> str:
@@ -168,8 +187,7 @@ def choose(
     # A page's requests share one context: featurise (and copy, and encode) it once.
     contexts: dict[int, tuple[str, JSONDict]] = {}
     hashes: dict[str, str] = {}
-    # One read of the OS's randomness for the page's event ids, not one per decision.
-    entropy = os.urandom(16 * len(requests))
+    ids = event_ids(len(requests), now)
     for request in requests:
         if not request.candidates:
             raise ValueError(f"no candidates for slot {request.slot!r}")
@@ -191,13 +209,15 @@ def choose(
         n = len(decisions)
         decisions.append(
             DecisionRecord(
-                event_id=uuid.UUID(bytes=entropy[16 * n : 16 * n + 16], version=4).hex,
+                event_id=ids[n],
                 created_at=now,
                 slot=request.slot,
                 user_hash=hashed,
                 context=context,
                 slot_features=_logged_dict(request.slot_features),
-                candidates=logged_candidates(request.candidates),
+                candidates=request.logged
+                if request.logged is not None
+                else logged_candidates(request.candidates),
                 chosen_id=request.candidates[index].id,
                 chosen_index=index,
                 probability=probabilities[index],

@@ -11,7 +11,7 @@ from typing import Any
 
 import vowpal_wabbit_next as vw
 
-from bandit.features import Candidate, action_line, example_lines, shared_line
+from bandit.features import Candidate, example_lines, shared_line
 
 _UNIT = float(1 << 53)
 # Parsed examples kept per policy: a variant's line, and a (context, title) shared line,
@@ -86,7 +86,7 @@ class Policy:
             return [1.0]
         lines = [
             shared_line(context, slot_features, context_tokens, slot_tokens),
-            *[action_line(c) for c in candidates],
+            *[c.line for c in candidates],
         ]
         with self._lock:
             scored = self._predict([self._example(line) for line in lines])

@@ -100,6 +100,7 @@ def _decide(
                 deferred=page.deferred,
                 default_id=found.default_id,
                 slot_tokens=found.slot_tokens,
+                logged=found.logged,
             )
         )
     return choose(runtime.policy.current, requests, runtime.rng, exploration=runtime.exploration)

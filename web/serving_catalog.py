@@ -17,13 +17,14 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine
 
 from artwork.renditions import FORMATS
 from bandit.features import Candidate, context_text
-from bandit.log import JSONDict
+from bandit.log import JSONDict, JSONList, logged_candidates
 from web.db import plain_reads
 
 
@@ -36,6 +37,11 @@ class ServableTitle:
     # What the policy knows of the title, and its VW tokens (computed once per genres text).
     slot_features: dict[str, Any] = field(default_factory=dict)
     slot_tokens: str | None = None
+
+    @cached_property
+    def logged(self) -> JSONList:
+        """The variants as each decision about this title logs them, encoded once."""
+        return logged_candidates(self.variants)
 
 
 def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate:

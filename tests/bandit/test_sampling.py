@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
 
 from bandit.config import ExplorationConfig
 from bandit.features import Candidate, example_lines
-from bandit.log import DecisionRequest, choose, shaped_distribution, sticky_period
+from bandit.log import DecisionRequest, choose, event_ids, shaped_distribution, sticky_period
 from bandit.models import utcnow
 from bandit.policy import Policy, apprentice, draw, normalise, with_floor
 from web.config import DEFAULT_VW_ARGS
@@ -200,3 +201,16 @@ def test_without_a_user_draws_are_independent() -> None:
     assert len({d.seed for d in decisions}) == 400
     assert len({d.chosen_id for d in decisions}) == 4
     assert all(d.user_hash is None for d in decisions)
+
+
+def test_event_ids_are_unique_uuid7_in_time_order() -> None:
+    moment = datetime(2026, 11, 28, 5, 30)
+    first, later = event_ids(500, moment), event_ids(500, moment + timedelta(milliseconds=1))
+    assert len(set(first + later)) == 1000
+    for event_id in first + later:
+        parsed = UUID(hex=event_id)
+        assert (parsed.version, parsed.hex) == (7, event_id)
+        assert parsed.variant == "specified in RFC 4122"
+    # The leading 48 bits are the decision's millisecond: a later decision sorts after.
+    assert int(first[0][:12], 16) == int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+    assert max(first) < min(later)
