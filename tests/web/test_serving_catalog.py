@@ -4,13 +4,18 @@ the pause has committed; renditions re-read after their cache time."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from artwork.models import CatalogVersion, Rendition
+from bandit.decision_log import GroupCommitLog
 from tests.helpers import poster_bytes, runtime, upload
+from web.db import make_engine
 from web.serving_catalog import ServingCatalog
 
 
@@ -98,3 +103,34 @@ def test_a_paused_variant_is_never_served_once_the_pause_has_committed(
     assert {a["mode"] for a in answers} == {"single"}
     # The first was decided from the cached catalog and refused by the log, then made again.
     assert log.refused == refused + 1
+
+
+def test_a_catalog_that_never_holds_still_or_cannot_be_read_answers_503(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str], tmp_path: Path
+) -> None:
+    _title(client, editor_headers, "c")
+    rt = runtime(app)
+    ask = {"titles": ["c"]}
+    # A guard whose value is new at every commit: every attempt's decisions are refused.
+    restless = GroupCommitLog(
+        make_engine(rt.settings.database_url), guard="SELECT random()", owns_engine=True
+    )
+    rt.decision_log, steady = restless, rt.decision_log
+    answer = client.post("/api/v1/decisions", json=ask)
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "catalog_changing"
+    assert restless.refused == 3 and restless.commits == 0
+    restless.stop()
+    deadline = time.monotonic() + 20
+    while restless.running and time.monotonic() < deadline:  # its connection is closed
+        time.sleep(0.01)
+    assert not restless.running
+
+    rt.decision_log = steady
+    broken = make_engine(f"sqlite:///{tmp_path / 'no-catalog.db'}")  # no tables at all
+    rt.engine, working = broken, rt.engine
+    answer = client.post("/api/v1/decisions", json=ask)
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "catalog_unavailable"
+    rt.engine = working
+    broken.dispose()
