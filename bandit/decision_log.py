@@ -120,6 +120,7 @@ class GroupCommitLog:
         idle_seconds: float = 5.0,
         owns_engine: bool = False,
         guard: str | None = None,
+        delay_seconds: float = 0.0,
     ):
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
@@ -127,6 +128,12 @@ class GroupCommitLog:
         # After this long without work the writer closes its connection and exits (the next
         # write starts it again); with `owns_engine` it also disposes of the engine's pool.
         self._idle = idle_seconds
+        # When the last commit was shared, the writer waits this long before taking the next
+        # batch, so more requests join it (PostgreSQL's commit_delay with commit_siblings):
+        # each commit's fixed cost, and each wake-up of the writer, is then shared by more.
+        self._delay = delay_seconds
+        self._last_batch = 0
+        self._writer_idle = False
         self._owns_engine = owns_engine
         self._max_rows = max_rows
         self._timeout = timeout_seconds
@@ -256,7 +263,8 @@ class GroupCommitLog:
         with self._condition:
             self._ensure_thread()
             self._pending.append(entry)
-            self._condition.notify()
+            if self._writer_idle:  # while it gathers a batch, waking it would only cost
+                self._condition.notify()
         try:
             done.result(timeout=self._timeout)
         except TimeoutError:
@@ -303,10 +311,17 @@ class GroupCommitLog:
     def _take(self) -> list[_Entry] | None:
         with self._condition:
             while not self._pending and not self._stopping:
-                if not self._condition.wait(self._idle) and not self._pending:
+                self._writer_idle = True
+                woke = self._condition.wait(self._idle)
+                self._writer_idle = False
+                if not woke and not self._pending:
                     break
             if not self._pending:
                 return None
+            if self._delay > 0 and self._last_batch > 1 and not self._stopping:
+                deadline = time.monotonic() + self._delay
+                while (left := deadline - time.monotonic()) > 0 and not self._stopping:
+                    self._condition.wait(left)
             taken, rows = [], 0
             # Whole requests only: a request's decisions are committed together.
             while self._pending and (
@@ -315,7 +330,7 @@ class GroupCommitLog:
                 entry = self._pending.pop(0)
                 taken.append(entry)
                 rows += len(entry.rows)
-            self._in_flight = len(taken)
+            self._in_flight = self._last_batch = len(taken)
             return taken
 
     def _run(self) -> None:

@@ -61,6 +61,7 @@ def create_app(
             # Decisions made from a catalog older than the database's are refused (and made
             # again): what lets serving cache the catalog (web/serving_catalog.py).
             guard=CATALOG_VERSION,
+            delay_seconds=settings.decision_commit_delay,
         ),
     )
 

@@ -76,6 +76,9 @@ class Settings:
     sticky_period_seconds: float = 7 * 24 * 3600.0
     # Decisions one group commit may carry; requests beyond it wait for the next commit.
     decision_commit_max: int = 2000
+    # Seconds the decision log's writer lets more requests join a commit when the last one
+    # was shared (under load: more decisions per commit, at most this much more latency).
+    decision_commit_delay: float = 0.002
     # Seconds the learner waits past the reward window for in-flight writes to commit
     # (KEYART_REWARD_SETTLE defaults to 5; 0 here so code building Settings joins exactly).
     reward_settle: float = 0.0
@@ -125,6 +128,8 @@ class Settings:
             raise ConfigError("KEYART_REWARD_SETTLE must be zero or more seconds")
         if self.decision_commit_max < 1:
             raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
+        if not (math.isfinite(self.decision_commit_delay) and 0 <= self.decision_commit_delay <= 1):
+            raise ConfigError("KEYART_DECISION_COMMIT_DELAY must be from 0 to 1 second")
         if not 0.0 <= self.probability_floor < 0.5:
             raise ConfigError("KEYART_PROBABILITY_FLOOR must be at least 0 and below 0.5")
         if self.apprentice_examples < 0:
@@ -321,5 +326,6 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
+        "decision_commit_delay": _number(env, "KEYART_DECISION_COMMIT_DELAY", 0.002),
         "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
     }

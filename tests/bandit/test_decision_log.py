@@ -233,3 +233,38 @@ def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logge
     logged = set(session.scalars(select(Decision.event_id)))
     assert {d.event_id for d in first + fresh} <= logged
     assert not {d.event_id for d in stale} & logged
+
+
+def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
+    app: Flask, session: Session
+) -> None:
+    engine = runtime(app).engine
+    log = GroupCommitLog(engine, delay_seconds=1.0)
+    log.write(_page(1, 1))  # alone: no wait before it, and it was not shared
+    assert log.commits == 1
+
+    # Two requests queued behind one held up by a lock share the next commit...
+    lock = _hold_write_lock(engine)
+    first = [threading.Thread(target=log.write, args=(_page(1, seed),)) for seed in (2, 3, 6)]
+    first[0].start()
+    _wait_for(lambda: log.queued == 0 and log.waiting == 1)
+    first[1].start()
+    first[2].start()
+    _wait_for(lambda: log.queued == 2)
+    lock.rollback()
+    lock.close()
+    for thread in first:
+        thread.join(timeout=30)
+    assert log.commits == 3
+
+    # ...so the writer lets the next one wait for company: a request arriving while it
+    # waits shares the commit rather than needing one of its own.
+    second = [threading.Thread(target=log.write, args=(_page(1, seed),)) for seed in (4, 5)]
+    second[0].start()
+    _wait_for(lambda: log.queued == 1)
+    second[1].start()
+    for thread in second:
+        thread.join(timeout=30)
+    log.stop()
+    _wait_for(lambda: not log.running)  # its connection back in the pool
+    assert log.commits == 4

@@ -185,6 +185,9 @@ def test_settings_build_the_engine_from_the_environment(tmp_path) -> None:  # ty
         ("KEYART_REWARD_AGGREGATION", "mean"),
         ("KEYART_REWARD_WAIT", "inf"),
         ("KEYART_DECISION_COMMIT_MAX", "0"),
+        ("KEYART_DECISION_COMMIT_DELAY", "-0.001"),
+        ("KEYART_DECISION_COMMIT_DELAY", "5"),
+        ("KEYART_DECISION_COMMIT_DELAY", "soon"),
         ("KEYART_REWARD_SETTLE", "-1"),
     ],
 )
