@@ -194,6 +194,23 @@ def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
 GUARD = "SELECT version FROM catalog_version WHERE id = 1"
 
 
+def _behind_a_held_commit(
+    log: GroupCommitLog, engine: Engine, threads: list[threading.Thread]
+) -> None:
+    """Run `threads` (each one write) so that the first's commit is held up by a lock while
+    the others queue, then let it go: the others are taken as one batch."""
+    lock = _hold_write_lock(engine)
+    threads[0].start()
+    _wait_for(lambda: log.queued == 0 and log.waiting == 1)
+    for thread in threads[1:]:
+        thread.start()
+    _wait_for(lambda: log.queued == len(threads) - 1)
+    lock.rollback()
+    lock.close()
+    for thread in threads:
+        thread.join(timeout=30)
+
+
 def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logged(
     app: Flask, session: Session
 ) -> None:
@@ -211,21 +228,15 @@ def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logge
             outcomes[name] = refused.current
 
     # The fresh and the stale write wait together behind the first, so one batch holds both.
-    lock = _hold_write_lock(engine)
-    threads = [
-        threading.Thread(target=request, args=("first", first, current)),
-        threading.Thread(target=request, args=("fresh", fresh, current)),
-        threading.Thread(target=request, args=("stale", stale, current - 1)),
-    ]
-    threads[0].start()
-    _wait_for(lambda: log.queued == 0 and log.waiting == 1)
-    threads[1].start()
-    threads[2].start()
-    _wait_for(lambda: log.queued == 2)
-    lock.rollback()
-    lock.close()
-    for thread in threads:
-        thread.join(timeout=30)
+    _behind_a_held_commit(
+        log,
+        engine,
+        [
+            threading.Thread(target=request, args=("first", first, current)),
+            threading.Thread(target=request, args=("fresh", fresh, current)),
+            threading.Thread(target=request, args=("stale", stale, current - 1)),
+        ],
+    )
     log.stop()
 
     assert outcomes == {"first": "logged", "fresh": "logged", "stale": current}
@@ -244,17 +255,11 @@ def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
     assert log.commits == 1
 
     # Two requests queued behind one held up by a lock share the next commit...
-    lock = _hold_write_lock(engine)
-    first = [threading.Thread(target=log.write, args=(_page(1, seed),)) for seed in (2, 3, 6)]
-    first[0].start()
-    _wait_for(lambda: log.queued == 0 and log.waiting == 1)
-    first[1].start()
-    first[2].start()
-    _wait_for(lambda: log.queued == 2)
-    lock.rollback()
-    lock.close()
-    for thread in first:
-        thread.join(timeout=30)
+    _behind_a_held_commit(
+        log,
+        engine,
+        [threading.Thread(target=log.write, args=(_page(1, seed),)) for seed in (2, 3, 6)],
+    )
     assert log.commits == 3
 
     # ...so the writer lets the next one wait for company: a request arriving while it
