@@ -295,10 +295,15 @@ class GroupCommitLog:
         with self._condition:
             return self._thread is not None
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the writer to finish; with `timeout`, wait up to that long for it to have
+        closed its connection (before the engine is disposed of, say)."""
         with self._condition:
             self._stopping = True
             self._condition.notify()
+            thread = self._thread
+        if timeout is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _ensure_thread(self) -> None:
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import vowpal_wabbit_next as vw
-from sqlalchemy import DateTime, String, bindparam, cast, select
+from sqlalchemy import Connection, DateTime, String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
 from bandit.features import (
@@ -126,15 +127,59 @@ _REWARDS = (
 )
 
 
-def _closed_batch(session: Session, cursor: int, horizon: datetime, size: int) -> list[Any]:
+def _closed_batch(connection: Connection, cursor: int, horizon: datetime, size: int) -> list[Any]:
     """The next decisions after `cursor`, in log order, up to the first whose window is still
     open: stopping there (rather than filtering it out) means the cursor never passes a
     decision that has not been scored yet, whatever the clocks of the processes that wrote
     the log. JSON columns come back as their text, the key of `_Featuriser`'s caches."""
     # Core rows, not ORM ones: building ORM result rows was a tenth of a learning pass.
     query = {"cursor": cursor, "size": size, "horizon": horizon}
-    rows = session.connection().execute(_BATCH, query).all()
+    rows = connection.execute(_BATCH, query).all()
     return list(itertools.takewhile(operator.itemgetter(-1), rows))
+
+
+class _Reader:
+    """Reads the learner's batches. On a database server the next batch is asked for while
+    VW learns the current one: the server's work (a fifth of a pass on PostgreSQL) then runs
+    beside VW's, which holds the GIL but not the server. On SQLite, whose reads need the GIL
+    throughout, each batch is read when wanted, on the learner's own connection."""
+
+    def __init__(self, session: Session, horizon: datetime, size: int) -> None:
+        self._session = session
+        self._horizon = horizon
+        self._size = size
+        engine = session.get_bind()
+        self._engine = engine if engine.dialect.name != "sqlite" else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: tuple[int, Future[list[Any]]] | None = None
+
+    def _read(self, cursor: int) -> list[Any]:
+        assert self._engine is not None
+        with self._engine.connect() as connection:  # a connection of its own, in its thread
+            return _closed_batch(connection, cursor, self._horizon, self._size)
+
+    def batch(self, cursor: int) -> list[Any]:
+        """The closed decisions after `cursor` (at most a batch)."""
+        if self._next is not None and self._next[0] == cursor:
+            rows = self._next[1].result()
+        elif self._engine is None:
+            rows = _closed_batch(self._session.connection(), cursor, self._horizon, self._size)
+        else:
+            rows = self._read(cursor)
+        self._next = None
+        return rows
+
+    def prefetch(self, cursor: int) -> None:
+        """Start reading the batch after `cursor`, if reads can run alongside."""
+        if self._engine is None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyart-learner-read")
+        self._next = (cursor, self._pool.submit(self._read, cursor))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 class _Featuriser:
@@ -243,45 +288,51 @@ def _batches(
     """The log past `cursor`, batch by batch, read, joined to its rewards and written out
     as VW text, until a batch comes back short (the closed part of the log is done)."""
     featuriser = _Featuriser()
+    reader = _Reader(session, horizon, size)
     learned = 0
-    while True:
-        rows = _closed_batch(session, cursor, horizon, size)
-        if not rows:
-            return
-        events: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        for event_id, kind, value in session.execute(
-            _REWARDS, {"first": rows[0].id, "last": rows[-1].id}
-        ):
-            events[event_id].append((kind, value))
-        texts: list[str] = []
-        counts: Counter[str] = Counter()
-        for _, event_id, slot, context, title, candidates, chosen, p, deferred, _ in rows:
-            joined = events.get(event_id)
-            if joined is None:  # most decisions: no event, reward 0
-                if deferred:  # a deferred decision counts only if its image was shown
+    try:
+        while True:
+            rows = reader.batch(cursor)
+            if not rows:
+                return
+            if len(rows) == size:  # likely more after it: ask while this one is learned
+                reader.prefetch(rows[-1].id)
+            events: dict[str, list[tuple[str, float]]] = defaultdict(list)
+            for event_id, kind, value in session.execute(
+                _REWARDS, {"first": rows[0].id, "last": rows[-1].id}
+            ):
+                events[event_id].append((kind, value))
+            texts: list[str] = []
+            counts: Counter[str] = Counter()
+            for _, event_id, slot, context, title, candidates, chosen, p, deferred, _ in rows:
+                joined = events.get(event_id)
+                if joined is None:  # most decisions: no event, reward 0
+                    if deferred:  # a deferred decision counts only if its image was shown
+                        continue
+                    label = f"0:{p!r}"
+                else:
+                    if deferred and not any(kind == "impression" for kind, _ in joined):
+                        continue
+                    label = f"{_number(-rewards.reward(joined))}:{p!r}"
+                text = featuriser.example(context, title, candidates, chosen, label)
+                if text is None:  # a single candidate: nothing to learn
                     continue
-                label = f"0:{p!r}"
-            else:
-                if deferred and not any(kind == "impression" for kind, _ in joined):
-                    continue
-                label = f"{_number(-rewards.reward(joined))}:{p!r}"
-            text = featuriser.example(context, title, candidates, chosen, label)
-            if text is None:  # a single candidate: nothing to learn
-                continue
-            texts.append(text)
-            counts[slot] += 1
-            learned += 1
-            if on_learned is not None:
-                on_learned(learned)
-        examples = None
-        if texts:
-            texts.append("")  # every example, the last too, ends with a blank line
-            examples = "\n\n".join(texts)
-        cursor = rows[-1].id
-        count = sum(counts.values())
-        yield _Batch(cursor, len(rows), examples, count, len(rows) - count, counts)
-        if len(rows) < size:
-            return
+                texts.append(text)
+                counts[slot] += 1
+                learned += 1
+                if on_learned is not None:
+                    on_learned(learned)
+            examples = None
+            if texts:
+                texts.append("")  # every example, the last too, ends with a blank line
+                examples = "\n\n".join(texts)
+            cursor = rows[-1].id
+            count = sum(counts.values())
+            yield _Batch(cursor, len(rows), examples, count, len(rows) - count, counts)
+            if len(rows) < size:
+                return
+    finally:
+        reader.close()
 
 
 def learn_once(

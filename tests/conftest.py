@@ -126,6 +126,8 @@ def app(settings: Settings) -> Iterator[Flask]:
     runtime(app).rng = random.Random(1234)
     yield app
     runtime(app).policy.stop()
+    if runtime(app).decision_log is not None:
+        runtime(app).decision_log.stop(timeout=30)
     runtime(app).engine.dispose()
 
 

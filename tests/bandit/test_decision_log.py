@@ -83,7 +83,7 @@ def test_waiting_requests_share_commits(
     lock.close()
     for thread in threads:
         thread.join(timeout=30)
-    log.stop()
+    log.stop(timeout=30)
 
     assert log.commits == commits
     assert {n: len(ids) for n, ids in returned.items()} == {n: 10 for n in range(10)}
@@ -95,7 +95,7 @@ def test_a_failed_commit_fails_every_request_in_it(tmp_path: Path) -> None:
     log = GroupCommitLog(engine)
     with pytest.raises(DecisionLogError, match="unavailable"):
         log.write(_page(3, 1))
-    log.stop()
+    log.stop(timeout=30)
     engine.dispose()
 
 
@@ -172,7 +172,7 @@ def test_a_write_that_times_out_before_its_commit_is_withdrawn(
     lock.rollback()
     lock.close()
     holder.join(timeout=30)  # the in-flight one outlived its timeout and was committed
-    log.stop()
+    log.stop(timeout=30)
     logged = set(session.scalars(select(Decision.event_id)))
     assert {d.event_id for d in first} <= logged
     assert not {d.event_id for d in late} & logged
@@ -187,7 +187,7 @@ def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
     _wait_for(lambda: not log.running)  # exited, its connection closed
     log.write(_page(2, 2))  # a new writer starts
     assert log.commits == 2
-    log.stop()
+    log.stop(timeout=30)
     assert session.scalar(select(func.count()).select_from(Decision)) == 4
 
 
@@ -237,7 +237,7 @@ def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logge
             threading.Thread(target=request, args=("stale", stale, current - 1)),
         ],
     )
-    log.stop()
+    log.stop(timeout=30)
 
     assert outcomes == {"first": "logged", "fresh": "logged", "stale": current}
     assert log.refused == 1 and log.guarded == current
@@ -270,6 +270,6 @@ def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
     second[1].start()
     for thread in second:
         thread.join(timeout=30)
-    log.stop()
-    _wait_for(lambda: not log.running)  # its connection back in the pool
+    log.stop(timeout=30)
+    assert not log.running
     assert log.commits == 4
