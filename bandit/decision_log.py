@@ -160,10 +160,11 @@ class GroupCommitLog:
         # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         self._copy_statement = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
+        self._sqlite = dialect.name == "sqlite"
         database = engine.url.database
         self._lock_path = (
             f"{database}-writer.lock"
-            if dialect.name == "sqlite" and database and database != ":memory:"
+            if self._sqlite and database and database != ":memory:"
             else None
         )
 
@@ -182,7 +183,7 @@ class GroupCommitLog:
         driver: Any = connection.driver_connection
         if self._copy:
             driver.autocommit = True
-        elif self._engine.dialect.name == "sqlite":
+        elif self._sqlite:
             # FULL makes a WAL commit survive power loss, not just a crash; the engine's
             # other connections keep NORMAL.
             driver.execute("PRAGMA synchronous=FULL")
@@ -196,14 +197,18 @@ class GroupCommitLog:
     def _checkpoint(self, connection: PoolProxiedConnection, *, force: bool = False) -> None:
         """Copy the WAL back into the database (PASSIVE: never waits for readers or writers)
         at most every `_CHECKPOINT_SECONDS`, so the WAL stays small without a commit
-        paying for it."""
-        if self._engine.dialect.name != "sqlite" or self._copy:
+        paying for it. A failure is logged, not raised: the commits are safe, and the next
+        checkpoint catches up."""
+        if not self._sqlite:
             return
         now = time.monotonic()
         if not force and now - self._checkpointed < _CHECKPOINT_SECONDS:
             return
         self._checkpointed = now
-        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        try:
+            connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        except Exception:
+            log.exception("WAL checkpoint failed")
 
     def _insert(self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]]) -> None:
         driver: Any = connection.driver_connection
@@ -349,10 +354,7 @@ class GroupCommitLog:
                     if self._pending and not self._stopping:
                         continue  # a write came in meanwhile
                     if connection is not None:
-                        try:
-                            self._checkpoint(connection, force=True)
-                        except Exception:
-                            log.exception("WAL checkpoint failed")
+                        self._checkpoint(connection, force=True)
                         connection.close()
                     if self._owns_engine:
                         self._engine.dispose()
@@ -391,10 +393,7 @@ class GroupCommitLog:
             if rows:
                 self.commits += 1
             self._answer(taken, None)
-            try:
-                self._checkpoint(connection)
-            except Exception:  # the next one will catch up; the commits are safe
-                log.exception("WAL checkpoint failed")
+            self._checkpoint(connection)
 
     def _read_guard(self, connection: PoolProxiedConnection) -> Any:
         cursor: Any = connection.driver_connection.cursor()  # type: ignore[union-attr]

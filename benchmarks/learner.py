@@ -27,13 +27,11 @@ import shlex
 import sys
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, insert, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,7 +47,7 @@ from bandit.log import DecisionRequest, choose  # noqa: E402
 from bandit.models import Decision, PolicySnapshot, Reward, utcnow  # noqa: E402
 from bandit.policy import Policy  # noqa: E402
 from web.config import DEFAULT_VW_ARGS  # noqa: E402
-from web.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
+from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
 
 SEGMENTS = ["teen-scifi", "family", "crime-buffs", "romance", "documentary"]
 LOOKS = ["face", "landscape", "group", "typographic", "close-up"]
@@ -247,17 +245,8 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             bench("SQLite", f"sqlite:///{work / 'keyart.db'}", decisions, events, args, work)
         if args.only in (None, "postgres"):
-            admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-            db = f"keyart_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{db}"'))
-            try:
-                url = make_url(args.postgres).set(database=db).render_as_string(hide_password=False)
+            with scratch_database(args.postgres, "keyart_bench") as url:
                 bench("PostgreSQL", url, decisions, events, args, work)
-            finally:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-                admin.dispose()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,7 +46,7 @@ from artwork.demo import poster  # noqa: E402
 from artwork.models import Artwork, Rendition, Title  # noqa: E402
 from artwork.renditions import Preset  # noqa: E402
 from artwork.store import BlobStore  # noqa: E402
-from web.db import make_engine, make_sessionmaker, upgrade  # noqa: E402
+from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
 
 TITLES = 40
 WARMUP_SECONDS = 2
@@ -314,21 +313,10 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             bench("SQLite (WAL)", sqlite_url, work / "sqlite", media, args)
         if args.only in (None, "postgres"):
-            admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-            name = f"keyart_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-            pg_url = (
-                make_url(args.postgres).set(database=name).render_as_string(hide_password=False)
-            )
-            try:
+            with scratch_database(args.postgres, "keyart_bench") as pg_url:
                 copy_catalog(sqlite_url, pg_url)
                 (work / "postgres").mkdir()
                 bench("PostgreSQL", pg_url, work / "postgres", media, args)
-            finally:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ skipped with a message, unless KEYART_REQUIRE_POSTGRES=1 (as in CI), where they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from tests.helpers import runtime
 from web import create_app
 from web.auth import create_editor
 from web.config import Settings
-from web.db import make_engine, upgrade
+from web.db import make_engine, scratch_database, upgrade
 
 POSTGRES_URL = os.environ.get(
     "KEYART_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -39,28 +39,22 @@ TEST_PRESETS = (Preset("boxart-342", 342, 513), Preset("billboard-640", 640, 360
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A fresh database on the PostgreSQL server for this test run, dropped afterwards."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            name = f"keyart_test_{uuid.uuid4().hex[:10]}"
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        admin.dispose()
-        message = (
-            f"PostgreSQL not reachable at {make_url(POSTGRES_URL).render_as_string()}: "
-            f"{type(error).__name__}. Start it or set KEYART_TEST_POSTGRES_URL to run these tests."
-        )
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_database(POSTGRES_URL, "keyart_test"))
+        except Exception as error:
+            message = (
+                f"PostgreSQL not reachable at {make_url(POSTGRES_URL).render_as_string()}: "
+                f"{type(error).__name__}. Start it or set KEYART_TEST_POSTGRES_URL to run "
+                "these tests."
+            )
+            if REQUIRE_POSTGRES:
+                pytest.fail(message)
+            pytest.skip(message)
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def _truncate(url: str) -> None:

@@ -36,8 +36,9 @@ def create_triggers() -> None:
         )
         for table in TABLES:
             op.execute(
-                f"CREATE TRIGGER {table}_catalog_changed AFTER INSERT OR UPDATE OR DELETE"
-                f" ON {table} FOR EACH STATEMENT EXECUTE FUNCTION keyart_catalog_changed()"
+                f"CREATE TRIGGER {table}_catalog_changed"
+                f" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}"
+                " FOR EACH STATEMENT EXECUTE FUNCTION keyart_catalog_changed()"
             )
         return
     for table in TABLES:
