@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Dialect, Engine, PoolProxiedConnection
 
-from bandit.models import Decision
+from bandit.models import CandidateSet, Decision, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class _Entry:
     rows: list[tuple[Any, ...]]
     done: Future[None]
     expect: Any = None
+    # Candidate sets its rows name that the writer had not stored yet: id → JSON text.
+    sets: dict[str, str] | None = None
 
 
 def decision_row(decision: Any) -> dict[str, Any]:
@@ -154,6 +156,17 @@ class GroupCommitLog:
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self._statements: dict[int, str] = {}
         self._rows_per_statement: int | None = None
+        # Candidate sets this writer has committed: rows naming them need not send them again.
+        self._stored_sets: set[str] = set()
+        created_at = CandidateSet.__table__.c.created_at.type
+        self._encode_time = created_at.dialect_impl(dialect).bind_processor(dialect)
+        # A set another process (or an earlier writer) stored already is left as it is.
+        self._sets_statement = (
+            "INSERT OR IGNORE INTO candidate_sets (id, candidates, created_at) VALUES (?, ?, ?)"
+            if self._mark == "?"
+            else "INSERT INTO candidate_sets (id, candidates, created_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING"
+        )
         self._checkpointed = time.monotonic()
         # On PostgreSQL a commit's rows go in by one COPY in autocommit: a single statement,
         # so still all or nothing, and two server round trips instead of four (BEGIN, COPY,
@@ -210,20 +223,34 @@ class GroupCommitLog:
         except Exception:
             log.exception("WAL checkpoint failed")
 
-    def _insert(self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(
+        self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]], sets: dict[str, str]
+    ) -> None:
+        """Commit `rows`, and before them the candidate sets they name that are new."""
         driver: Any = connection.driver_connection
         cursor = driver.cursor()
         try:
             if self._copy:
+                # Its own autocommit statement: if the COPY then fails, the sets stay, which
+                # is harmless (a set is keyed by its content and never changes).
+                self._insert_sets(cursor, sets)
                 with cursor.copy(self._copy_statement) as copy:
                     for row in rows:
                         copy.write_row(row)
             else:
                 with self._writer_lock():
+                    self._insert_sets(cursor, sets)
                     self._insert_rows(driver, cursor, rows)
                     driver.commit()
         finally:
             cursor.close()
+
+    def _insert_sets(self, cursor: Any, sets: dict[str, str]) -> None:
+        if not sets:
+            return
+        now = utcnow()
+        when = self._encode_time(now) if self._encode_time is not None else now
+        cursor.executemany(self._sets_statement, [(key, text, when) for key, text in sets.items()])
 
     def _insert_rows(self, driver: Any, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
         """All `rows` in as few statements as the driver allows. One statement of many rows
@@ -265,6 +292,13 @@ class GroupCommitLog:
             return
         done: Future[None] = Future()
         entry = _Entry([self._encode(d) for d in decisions], done, expect)
+        stored = self._stored_sets
+        for decision in decisions:
+            key = decision.candidate_set_id
+            if key not in stored:
+                if entry.sets is None:
+                    entry.sets = {}
+                entry.sets[key] = _json_text(decision.candidates)
         with self._condition:
             self._ensure_thread()
             self._pending.append(entry)
@@ -377,10 +411,21 @@ class GroupCommitLog:
                         self._answer(stale, StaleWrite(self.guarded))
                         taken = fresh
                 rows = [row for entry in taken for row in entry.rows]
+                sets = {
+                    key: text
+                    for entry in taken
+                    if entry.sets
+                    for key, text in entry.sets.items()
+                    if key not in self._stored_sets
+                }
                 if rows:
-                    self._insert(connection, rows)
+                    self._insert(connection, rows, sets)
+                    self._stored_sets.update(sets)
             except Exception as error:  # every waiting request hears of it
                 log.exception("writing %d decisions failed", len(rows))
+                # Whatever it was, the sets this writer remembers storing are in doubt (the
+                # database may have been restored or emptied): from now on, send them again.
+                self._stored_sets.clear()
                 if connection is not None:
                     connection.invalidate()
                     connection.close()

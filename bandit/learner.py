@@ -31,7 +31,7 @@ from bandit.features import (
     _number,
     context_text,
 )
-from bandit.models import Decision, Reward, utcnow
+from bandit.models import CandidateSet, Decision, Reward, utcnow
 from bandit.policy import vw_argv
 from bandit.snapshots import load_latest, save_snapshot
 
@@ -100,7 +100,7 @@ _BATCH = (
         Decision.slot,
         cast(Decision.context, String),
         cast(Decision.slot_features, String),
-        cast(Decision.candidates, String),
+        Decision.candidate_set_id,
         Decision.chosen_index,
         Decision.probability,
         Decision.deferred,
@@ -182,16 +182,17 @@ class _Reader:
 
 
 class _Featuriser:
-    """VW text for logged decisions, caching by the logged JSON text: a title's candidate
-    list and a segment's context repeat across thousands of decisions, and featurising
-    them is most of a learning pass's cost. The lines are exactly `example_lines`'."""
+    """VW text for logged decisions, caching by the logged JSON text (and candidate sets by
+    their id): a segment's context and a title's candidates repeat across thousands of
+    decisions, and featurising them is most of a learning pass's cost. The lines are
+    exactly `example_lines`'."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
         self._context: dict[str, str] = {}
         self._slot: dict[str, str] = {}
-        self._actions: dict[str, tuple[str, list[str]]] = {}  # by slot, with its text
+        self._actions: dict[str, list[str]] = {}  # by candidate set id
 
     @staticmethod
     def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
@@ -200,26 +201,38 @@ class _Featuriser:
         cache[key] = value
         return value
 
+    def load_sets(self, session: Session, ids: set[str]) -> None:
+        """Read the candidate sets among `ids` not cached yet (a batch's, before its
+        `example` calls)."""
+        missing = ids - self._actions.keys()
+        if not missing:
+            return
+        if len(self._actions) + len(missing) > self.LIMIT:
+            self._actions.clear()
+            missing = ids
+        wanted = sorted(missing)
+        for start in range(0, len(wanted), 500):
+            query = select(CandidateSet.id, cast(CandidateSet.candidates, String)).where(
+                CandidateSet.id.in_(wanted[start : start + 500])
+            )
+            for key, text in session.execute(query):
+                parsed = json.loads(text)
+                self._actions[key] = [Candidate(c["id"], c["features"]).line for c in parsed]
+
     def example(
-        self, context: str, slot: str, candidates: str, chosen: int, label: str
+        self, context: str, slot: str, candidate_set: str, chosen: int, label: str
     ) -> str | None:
-        """A logged decision (its JSON columns as text) as one multi-line example, lines
-        joined by newlines, `label` (VW's `cost:probability`) on the chosen action; None
-        when it had a single candidate (nothing to learn)."""
+        """A logged decision (its JSON columns as text, its candidates by set id, loaded by
+        `load_sets`) as one multi-line example, lines joined by newlines, `label` (VW's
+        `cost:probability`) on the chosen action; None when it had a single candidate
+        (nothing to learn)."""
         shared = self._context.get(context)
         if shared is None:
             shared = self._remember(self._context, context, context_text(json.loads(context)))
         title = self._slot.get(slot)
         if title is None:
             title = self._remember(self._slot, slot, context_text(json.loads(slot)))
-        # By title, then compared: hashing the long candidates text cost more than this.
-        known = self._actions.get(slot)
-        if known is not None and known[0] == candidates:
-            actions = known[1]
-        else:
-            parsed = json.loads(candidates)
-            actions = [Candidate(c["id"], c["features"]).line for c in parsed]
-            self._remember(self._actions, slot, (candidates, actions))
+        actions = self._actions[candidate_set]
         if len(actions) < 2:
             return None
         labelled = actions.copy()
@@ -307,6 +320,7 @@ def _batches(
                 _REWARDS, {"first": rows[0].id, "last": rows[-1].id}
             ):
                 events[event_id].append((kind, value))
+            featuriser.load_sets(session, {row[5] for row in rows})
             texts: list[str] = []
             counts: Counter[str] = Counter()
             for _, event_id, slot, context, title, candidates, chosen, p, deferred, _ in rows:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
 from bandit.features import Candidate, context_text
-from bandit.models import Decision, Reward, utcnow
+from bandit.models import CandidateSet, Decision, Reward, utcnow
 from bandit.policy import Policy, apprentice, draw, sticky_seed, with_floor
 
 
@@ -48,11 +48,27 @@ class JSONList(list):  # type: ignore[type-arg]
     candidates recur in every decision about it, and the log writer would otherwise encode
     them again for each row. The text is exactly `json.dumps` of the list."""
 
-    __slots__ = ("json_text",)
+    __slots__ = ("_digest", "json_text")
 
     def __init__(self, items: Sequence[Any], json_text: str) -> None:
         super().__init__(items)
         self.json_text = json_text
+        self._digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the text, in hex; worked out once per list."""
+        if self._digest is None:
+            self._digest = hashlib.sha256(self.json_text.encode()).hexdigest()
+        return self._digest
+
+
+def candidate_set_id(candidates: Sequence[Any]) -> str:
+    """The id under which the log stores a decision's candidates (`CandidateSet`): the
+    SHA-256 of their JSON text, so equal sets are stored once, whoever writes them."""
+    if isinstance(candidates, JSONList):
+        return candidates.digest
+    return hashlib.sha256(json.dumps(list(candidates)).encode()).hexdigest()
 
 
 class JSONDict(dict):  # type: ignore[type-arg]
@@ -124,11 +140,29 @@ class DecisionRecord:
     deferred: bool
     mode: str
 
-    def row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+    @property
+    def candidate_set_id(self) -> str:
+        return candidate_set_id(self.candidates)
 
     def model(self) -> Decision:
-        return Decision(**self.row())
+        """The ORM object; its candidate set must be stored too (`store_candidate_sets`)."""
+        fields = {name: getattr(self, name) for name in self.__slots__ if name != "candidates"}
+        return Decision(**fields, candidate_set_id=self.candidate_set_id)
+
+
+def store_candidate_sets(session: Session, records: Sequence[DecisionRecord]) -> None:
+    """Store the candidate sets of `records` that the log does not hold yet (the caller
+    commits, with the decisions)."""
+    sets = {record.candidate_set_id: record.candidates for record in records}
+    if not sets:
+        return
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    now = utcnow()
+    session.execute(
+        insert(CandidateSet)
+        .values([{"id": k, "candidates": list(v), "created_at": now} for k, v in sets.items()])
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
 
 
 # How a decision's distribution came about, logged with it so a report can tell them apart.
@@ -242,9 +276,9 @@ def decide(
     now: datetime | None = None,
 ) -> list[Decision]:
     """`choose`, and add the decisions to `session` (the caller commits)."""
-    decisions = [
-        record.model() for record in choose(policy, requests, rng, exploration=exploration, now=now)
-    ]
+    records = choose(policy, requests, rng, exploration=exploration, now=now)
+    store_candidate_sets(session, records)
+    decisions = [record.model() for record in records]
     session.add_all(decisions)
     return decisions
 

@@ -1,7 +1,8 @@
 """The append-only decision and reward log, and the versioned policy snapshots.
 
 Log rows are keyed by ids, not foreign keys into any catalog, so an action can disappear
-and its history still evaluates.
+and its history still evaluates. The one foreign key stays inside the log: a decision names
+the candidate set it chose among, stored once however many decisions share it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    ForeignKey,
     Integer,
     LargeBinary,
     MetaData,
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -43,6 +45,20 @@ class LogBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class CandidateSet(LogBase):
+    """The candidates of some decisions, as they were logged: a title's variants with their
+    features, which every decision about the title repeats until the catalog changes. Keyed
+    by the SHA-256 of the logged JSON text (`bandit.log.candidate_set_id`), written once and
+    never changed. Stored in every decision row, they were four fifths of its bytes."""
+
+    __tablename__ = "candidate_sets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # [{"id": ..., "features": {...}}, ...] in the order VW saw them.
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Decision(LogBase):
     """One choice of one action for one request, with exactly the probability it had."""
 
@@ -57,8 +73,9 @@ class Decision(LogBase):
     user_hash: Mapped[str | None] = mapped_column(String(64))
     context: Mapped[dict[str, Any]] = mapped_column(JSON)
     slot_features: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # [{"id": ..., "features": {...}}, ...] in the order VW saw them.
-    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # The candidates it chose among (`candidates`), in the order VW saw them.
+    candidate_set_id: Mapped[str] = mapped_column(String(64), ForeignKey("candidate_sets.id"))
+    candidate_set: Mapped[CandidateSet] = relationship(lazy="joined", innerjoin=True)
     chosen_id: Mapped[str] = mapped_column(String(64))
     chosen_index: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
@@ -73,6 +90,10 @@ class Decision(LogBase):
     # How the distribution came about: "policy", "apprentice" (the slot's default, below the
     # learned-examples threshold) or "single" (one candidate, served with probability 1).
     mode: Mapped[str] = mapped_column(String(16), default="policy", server_default="policy")
+
+    @property
+    def candidates(self) -> list[dict[str, Any]]:
+        return self.candidate_set.candidates
 
 
 class Reward(LogBase):

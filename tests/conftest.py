@@ -67,6 +67,7 @@ def _truncate(url: str) -> None:
                 "artworks",
                 "titles",
                 "decisions",
+                "candidate_sets",
                 "rewards",
                 "policy_snapshots",
                 "editors",

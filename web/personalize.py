@@ -9,7 +9,7 @@ from typing import Any
 
 from artwork.models import Artwork
 from bandit.decision_log import DecisionLogError, StaleWrite
-from bandit.log import DecisionRecord, DecisionRequest, choose
+from bandit.log import DecisionRecord, DecisionRequest, choose, store_candidate_sets
 from web.db import ReadUnavailable
 from web.errors import ApiError
 from web.serving_catalog import ServableTitle
@@ -59,6 +59,7 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
         decisions = _decide(runtime, page, catalog)
         if log is None:
             with runtime.sessions() as session:
+                store_candidate_sets(session, decisions)
                 session.add_all([d.model() for d in decisions])
                 session.commit()
             break

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from bandit.decision_log import DecisionLogError, GroupCommitLog, StaleWrite
 from bandit.features import Candidate
 from bandit.log import DecisionRecord, DecisionRequest, choose
-from bandit.models import Decision
+from bandit.models import CandidateSet, Decision
 from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload
 from web.auth import create_editor
@@ -189,6 +189,34 @@ def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
     assert log.commits == 2
     log.stop(timeout=30)
     assert session.scalar(select(func.count()).select_from(Decision)) == 4
+
+
+def test_candidates_are_stored_once_per_set_whoever_writes_them(
+    app: Flask, session: Session
+) -> None:
+    engine = runtime(app).engine
+    other = [Candidate("c", {"tag": ["z"]}), *CANDIDATES]
+    pages = [
+        _page(3, 1),
+        choose(POLICY, [DecisionRequest("title-9", other)], random.Random(2)),
+        _page(2, 3),
+    ]
+    first = GroupCommitLog(engine)
+    for page in pages[:2]:
+        first.write(page)
+    first.stop(timeout=30)
+    # A second writer (another process, or this one restarted) knows none of them stored.
+    second = GroupCommitLog(engine)
+    second.write(pages[2])
+    second.stop(timeout=30)
+
+    sets = session.scalars(select(CandidateSet)).all()
+    assert sorted(len(s.candidates) for s in sets) == [2, 3]
+    for page in pages:
+        for record in page:
+            decision = session.scalar(select(Decision).where(Decision.event_id == record.event_id))
+            assert decision is not None
+            assert decision.candidates == list(record.candidates)
 
 
 GUARD = "SELECT version FROM catalog_version WHERE id = 1"
