@@ -20,10 +20,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import vowpal_wabbit_next as vw
 from sqlalchemy import Connection, DateTime, String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
+from bandit import vw_driver
 from bandit.features import (
     CONTEXT_NS,
     SLOT_NS,
@@ -253,28 +253,64 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def learn_text(vw_args: str, model: bytes | None, examples: str, work: Path) -> bytes:
-    """The model after VW's own command-line driver has learned `examples` (VW text format,
-    multi-line examples each ended by a blank line) on top of `model` (None: a new one).
-    `work` is a directory for the driver's files.
+class _Chain:
+    """Batches learned by VW's own command-line driver, each on top of the model the one
+    before left, in the driver's worker process (`bandit.vw_driver`), so that this process
+    can read and featurise the next batch meanwhile: `start(examples)`, then `wait()`.
 
     The driver parses and learns in C++, twice the speed of the Python binding fed one
     example at a time. Chaining batches through `-i`/`-f` gives exactly the predictions of
     learning them in one workspace (VW saves its resume state with the model by default;
     tests/bandit/test_learner_driver.py checks this)."""
-    data, before, after = work / "batch.txt", work / "before.model", work / "after.model"
-    data.write_text(examples)
-    argv = [*vw_argv(vw_args), "-d", str(data), "-f", str(after)]
-    if model is not None:
-        before.write_bytes(model)
-        argv += ["-i", str(before)]
-    try:
-        # One thread: VW's separate parser thread only contends for the same cores (on two
-        # of them, 20,000 decisions took 0.155 s with it and 0.10 s without).
-        vw.run_cli_driver(argv, onethread=True)
-    except vw.CLIError as error:
-        raise RuntimeError(f"VW's driver failed to learn a batch: {error}") from error
-    return after.read_bytes()
+
+    def __init__(self, vw_args: str, model: bytes | None, work: Path) -> None:
+        self._argv = vw_argv(vw_args)
+        self._work = work
+        self._driver = vw_driver.shared()
+        self._steps = 0
+        self._model: Path | None = None
+        self._learning: Path | None = None
+        if model is not None:
+            self._model = work / "model-0"
+            self._model.write_bytes(model)
+
+    def start(self, examples: str) -> None:
+        """Learn `examples` (VW text format, multi-line examples each ended by a blank line)."""
+        self._steps += 1
+        data = self._work / "batch.txt"  # the last job has finished with it
+        data.write_text(examples)
+        # Two model files in turn: a job reads the one the last job wrote.
+        after = self._work / f"model-{self._steps % 2}"
+        argv = [*self._argv, "-d", str(data), "-f", str(after)]
+        if self._model is not None:
+            argv += ["-i", str(self._model)]
+        self._driver.start(argv)
+        self._learning = after
+
+    def wait(self) -> bytes:
+        """The model after the job `start` began."""
+        assert self._learning is not None, "no batch is being learned"
+        after, self._learning = self._learning, None
+        try:
+            self._driver.wait()
+        except vw_driver.DriverError as error:
+            raise RuntimeError(f"VW's driver failed to learn a batch: {error}") from error
+        self._model = after
+        return after.read_bytes()
+
+    def abandon(self) -> None:
+        """Give up on a job under way (its worker is stopped; the next job starts another)."""
+        if self._learning is not None:
+            self._learning = None
+            self._driver.close()
+
+
+def learn_text(vw_args: str, model: bytes | None, examples: str, work: Path) -> bytes:
+    """The model after VW's own driver has learned `examples` (VW text format) on top of
+    `model` (None: a new one); `work` is a directory for the driver's files."""
+    chain = _Chain(vw_args, model, work)
+    chain.start(examples)
+    return chain.wait()
 
 
 @dataclass
@@ -382,26 +418,37 @@ def learn_once(
     learned = skipped = 0
     version = None
     with tempfile.TemporaryDirectory(prefix="keyart-learn-") as tmp, _collector_paused():
-        work = Path(tmp)
+        chain = _Chain(policy.vw_args, model, Path(tmp))
         batches = _batches(session, cursor, horizon, batch_size, rewards, on_learned)
-        for batch in batches:
-            if batch.examples is not None:
-                model = learn_text(policy.vw_args, model, batch.examples, work)
-            learned += batch.learned
-            skipped += batch.skipped
-            for slot, count in batch.slot_examples.items():
-                policy.slot_examples[slot] = policy.slot_examples.get(slot, 0) + count
-            cursor = batch.cursor
-            saved = save_snapshot(
-                session, policy, examples_learned=examples + learned, cursor=cursor, model=model
-            )
-            policy.version = version = saved.version
-            session.commit()
-            log.info("learned up to decision %d: policy version %d", cursor, version)
-            if on_commit is not None:
-                on_commit(
-                    LearnReport(learned=learned, skipped=skipped, cursor=cursor, version=version)
+        try:
+            batch = next(batches, None)
+            while batch is not None:
+                if batch.examples is not None:
+                    chain.start(batch.examples)
+                # The next batch is read and featurised while VW learns this one.
+                following = next(batches, None)
+                if batch.examples is not None:
+                    model = chain.wait()
+                learned += batch.learned
+                skipped += batch.skipped
+                for slot, count in batch.slot_examples.items():
+                    policy.slot_examples[slot] = policy.slot_examples.get(slot, 0) + count
+                cursor = batch.cursor
+                saved = save_snapshot(
+                    session, policy, examples_learned=examples + learned, cursor=cursor, model=model
                 )
+                policy.version = version = saved.version
+                session.commit()
+                log.info("learned up to decision %d: policy version %d", cursor, version)
+                if on_commit is not None:
+                    report = LearnReport(learned, skipped, cursor, version)
+                    on_commit(report)
+                batch = following
+        except BaseException:
+            chain.abandon()
+            raise
+        finally:
+            batches.close()
     return LearnReport(learned=learned, skipped=skipped, cursor=cursor, version=version)
 
 
