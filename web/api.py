@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -54,8 +55,10 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
         deferred=body.defer_activation,
     )
     decided = choose_artwork(runtime(), page)
-    for decision in decided:
-        metrics.DECISIONS.labels(decision["error"]["code"] if "error" in decision else "ok").inc()
+    # One increment per outcome, not per title: each is a locked write to a shared file.
+    outcomes = Counter(d["error"]["code"] if "error" in d else "ok" for d in decided)
+    for outcome, count in outcomes.items():
+        metrics.DECISIONS.labels(outcome).inc(count)
     return decided, negotiated
 
 

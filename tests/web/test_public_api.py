@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -52,6 +53,25 @@ def test_a_page_with_good_and_bad_titles(client: FlaskClient, catalog: list[str]
         assert media.status_code == 200 and media.mimetype == "image/webp"
     assert nope["error"]["code"] == "unknown_title"
     assert empty["error"]["code"] == "no_artwork"
+
+
+def test_decisions_are_counted_by_outcome(client: FlaskClient, catalog: list[str]) -> None:
+    def counted() -> dict[str, float]:
+        return {
+            outcome: REGISTRY.get_sample_value("keyart_decisions_total", {"outcome": outcome})
+            or 0.0
+            for outcome in ("ok", "unknown_title", "no_artwork")
+        }
+
+    before = counted()
+    titles = ["show", "nope", "empty", "gone"]
+    assert client.post("/api/v1/decisions", json={"titles": titles}).status_code == 200
+    after = counted()
+    assert {k: after[k] - before[k] for k in after} == {
+        "ok": 1,
+        "unknown_title": 2,
+        "no_artwork": 1,
+    }
 
 
 def test_one_title_from_query_parameters(
