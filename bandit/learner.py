@@ -224,15 +224,19 @@ class _Featuriser:
     ) -> str | None:
         """A logged decision (its JSON columns as text, its candidates by set id, loaded by
         `load_sets`) as one multi-line example, lines joined by newlines, `label` (VW's
-        `cost:probability`) on the chosen action; None when it had a single candidate
-        (nothing to learn)."""
+        `cost:probability`) on the chosen action; None when it had a single candidate, or
+        its set is missing (nothing to learn)."""
         shared = self._context.get(context)
         if shared is None:
             shared = self._remember(self._context, context, context_text(json.loads(context)))
         title = self._slot.get(slot)
         if title is None:
             title = self._remember(self._slot, slot, context_text(json.loads(slot)))
-        actions = self._actions[candidate_set]
+        actions = self._actions.get(candidate_set)
+        if actions is None:
+            # Its candidates were never stored (see bandit/models.py): nothing to learn from.
+            log.error("decision's candidate set %s is missing; skipped", candidate_set)
+            return None
         if len(actions) < 2:
             return None
         labelled = actions.copy()

@@ -3,7 +3,8 @@
 A title's candidates (its active variants and their features) were written into every
 decision about it: four fifths of each row, and of the WAL each commit writes. They now live
 in `candidate_sets`, keyed by the SHA-256 of their logged JSON text, and a decision names its
-set. Existing decisions are moved over, in id order, a chunk at a time.
+set. Existing decisions are moved over, in id order, a chunk at a time. No foreign key
+(see bandit/models.py): the log's writer stores each set before decisions name it.
 
 Revision ID: 0006
 Revises: 0005
@@ -88,12 +89,6 @@ def upgrade() -> None:
     _move_candidates_to_sets()
     with op.batch_alter_table("decisions") as batch_op:
         batch_op.alter_column("candidate_set_id", existing_type=sa.String(64), nullable=False)
-        batch_op.create_foreign_key(
-            op.f("fk_decisions_candidate_set_id_candidate_sets"),
-            "candidate_sets",
-            ["candidate_set_id"],
-            ["id"],
-        )
         batch_op.drop_column("candidates")
 
 
@@ -106,8 +101,5 @@ def downgrade() -> None:
     )
     with op.batch_alter_table("decisions") as batch_op:
         batch_op.alter_column("candidates", existing_type=sa.JSON(), nullable=False)
-        batch_op.drop_constraint(
-            op.f("fk_decisions_candidate_set_id_candidate_sets"), type_="foreignkey"
-        )
         batch_op.drop_column("candidate_set_id")
     op.drop_table("candidate_sets")

@@ -186,3 +186,21 @@ def test_max_aggregation_in_the_join(session: Session) -> None:
     )
     policy, _ = load_latest(session, DEFAULT_VW_ARGS)
     assert np.array_equal(weights(policy), _expected_model([(decision, 0.5)]))
+
+
+def test_a_decision_whose_candidate_set_is_missing_is_skipped_not_fatal(
+    session: Session,
+) -> None:
+    kept = _decide(session, T0, seed=1)
+    orphan = _decide(session, T0 + timedelta(seconds=1), seed=2)
+    orphan.candidate_set_id = "0" * 64  # as if its set had never been stored
+    session.commit()
+    rewards = RewardConfig(wait_seconds=WAIT)
+    report = learn_once(session, DEFAULT_VW_ARGS, rewards, now=T0 + timedelta(seconds=WAIT + 5))
+    assert (report.learned, report.skipped) == (1, 1)
+    assert report.cursor == orphan.id
+    session.expire_all()
+    assert session.get(Decision, orphan.id).candidates == []  # type: ignore[union-attr]
+    assert session.get(Decision, kept.id).candidates == [  # type: ignore[union-attr]
+        {"id": c.id, "features": dict(c.features)} for c in CANDIDATES
+    ]
