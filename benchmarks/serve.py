@@ -129,6 +129,9 @@ def start_server(url: str, var: Path, media: Path, port: int, workers: int, thre
             str(threads),
             "--worker-class",
             "gthread",
+            # As `keyart serve` does: a listening socket per worker, connections spread by
+            # the kernel (one shared socket let one worker take most of wrk's 32).
+            "--reuse-port",
             "--log-level",
             "warning",
             "web:create_app()",
