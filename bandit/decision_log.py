@@ -200,18 +200,21 @@ class GroupCommitLog:
             # FULL makes a WAL commit survive power loss, not just a crash; the engine's
             # other connections keep NORMAL.
             driver.execute("PRAGMA synchronous=FULL")
-            # Checkpoints run after a commit is answered, outside the writers' lock
-            # (`_checkpoint`), not inside whichever commit crosses SQLite's threshold: there
-            # they held every process's writes up for the time it took to copy the WAL back.
+            # Checkpoints run after a commit is answered (`_checkpoint`), not inside
+            # whichever commit crosses SQLite's threshold, where one request waited for the
+            # whole copy.
             driver.execute("PRAGMA wal_autocheckpoint=0")
             driver.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         return connection
 
     def _checkpoint(self, connection: PoolProxiedConnection, *, force: bool = False) -> None:
-        """Copy the WAL back into the database (PASSIVE: never waits for readers or writers)
-        at most every `_CHECKPOINT_SECONDS`, so the WAL stays small without a commit
-        paying for it. A failure is logged, not raised: the commits are safe, and the next
-        checkpoint catches up."""
+        """Copy the WAL back into the database at most every `_CHECKPOINT_SECONDS`, after a
+        commit has been answered, holding the writers' lock: with no writer appending
+        meanwhile, the checkpoint gets to the end of the WAL and the next commit starts it
+        again from the top. Without the lock, writers outran it and the WAL grew to its 64 MB
+        limit, and 40-title pages served about a fifth fewer decisions. PASSIVE: it never
+        waits for readers. A failure is logged, not raised: the commits are safe, and the
+        next checkpoint catches up."""
         if not self._sqlite:
             return
         now = time.monotonic()
@@ -219,7 +222,8 @@ class GroupCommitLog:
             return
         self._checkpointed = now
         try:
-            connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            with self._writer_lock():
+                connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
         except Exception:
             log.exception("WAL checkpoint failed")
 
@@ -384,11 +388,14 @@ class GroupCommitLog:
         while True:
             taken = self._take()
             if taken is None:
+                if connection is not None:
+                    # Not under the condition: the checkpoint may wait for another process's
+                    # writer, and writes arriving meanwhile must still be able to queue.
+                    self._checkpoint(connection, force=True)
                 with self._condition:
                     if self._pending and not self._stopping:
                         continue  # a write came in meanwhile
                     if connection is not None:
-                        self._checkpoint(connection, force=True)
                         connection.close()
                     if self._owns_engine:
                         self._engine.dispose()

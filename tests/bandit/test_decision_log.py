@@ -3,6 +3,7 @@ own rows are committed."""
 
 from __future__ import annotations
 
+import fcntl
 import random
 import threading
 import time
@@ -22,7 +23,7 @@ from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload
 from web.auth import create_editor
 from web.config import DEFAULT_VW_ARGS
-from web.db import make_engine
+from web.db import make_engine, upgrade
 
 POLICY = Policy(DEFAULT_VW_ARGS)
 CANDIDATES = [Candidate("a", {"tag": ["x"]}), Candidate("b", {"tag": ["y"]})]
@@ -217,6 +218,26 @@ def test_candidates_are_stored_once_per_set_whoever_writes_them(
             decision = session.scalar(select(Decision).where(Decision.event_id == record.event_id))
             assert decision is not None
             assert decision.candidates == list(record.candidates)
+
+
+def test_checkpoints_take_the_writers_lock(tmp_path: Path) -> None:
+    """A checkpoint runs while no other process's writer is appending to the WAL, so it can
+    reach the WAL's end (and the next commit starts the WAL again from the top)."""
+    path = tmp_path / "keyart.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    log = GroupCommitLog(engine)
+    log.write(_page(2, 1))
+    with open(f"{path}-writer.lock", "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        log.stop(timeout=0.5)  # an idle writer checkpoints before it exits
+        assert log.running, "the checkpoint went ahead while another writer held the lock"
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+    _wait_for(lambda: not log.running)
+    with engine.connect() as connection:
+        busy, frames, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and frames == copied
+    engine.dispose()
 
 
 GUARD = "SELECT version FROM catalog_version WHERE id = 1"
