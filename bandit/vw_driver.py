@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -39,8 +41,9 @@ class DriverProcess:
         root = str(Path(__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-        return subprocess.Popen(
-            [sys.executable, "-m", "bandit.vw_driver"],
+        # This interpreter, this module, this process's id: nothing from outside.
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "bandit.vw_driver", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -48,7 +51,9 @@ class DriverProcess:
         )
 
     def start(self, argv: list[str]) -> None:
-        """Begin learning with VW's driver on `argv` (its files name the data and models)."""
+        """Begin learning with VW's driver on `argv` (its files name the data and models).
+        The worker lives as long as the thread that started it (it is killed when that
+        thread's process, or on Linux that thread, ends); a job after that starts another."""
         self._job.acquire()
         try:
             if self._process is None or self._process.poll() is not None:
@@ -138,7 +143,21 @@ def _serve(requests: IO[str], answers: IO[str]) -> None:
         answers.flush()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the learner that started it (`parent`) dies
+    (Linux), rather than finish a job nobody will read, in a directory that is gone, while
+    holding on to the learner's stderr."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: a worker left behind still exits at its next job's end
+    if os.getppid() != parent:  # the learner died before the line above took effect
+        os._exit(1)
+
+
 if __name__ == "__main__":
+    _die_with_parent(int(sys.argv[1]))
     # Answers go out on a private copy of stdout; anything VW prints goes to stderr, where
     # it cannot be mistaken for one.
     answers = os.fdopen(os.dup(1), "w")

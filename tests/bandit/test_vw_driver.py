@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,42 @@ def test_a_worker_that_dies_mid_job_is_an_error_and_is_replaced(tmp_path: Path) 
 def test_learn_text_names_the_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="VW's driver failed to learn a batch"):
         learn_text(DEFAULT_VW_ARGS, b"not a model", EXAMPLE, tmp_path)
+
+
+PARENT = """
+import os, sys
+from bandit.policy import vw_argv
+from bandit.vw_driver import DriverProcess
+from web.config import DEFAULT_VW_ARGS
+driver = DriverProcess()
+driver.start([*vw_argv(DEFAULT_VW_ARGS), "-d", sys.argv[1]])  # a pipe nobody will write
+print(driver._process.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_worker_dies_with_the_learner_that_started_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "never-written"
+    os.mkfifo(fifo)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(fifo)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.communicate()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and _state(worker) != "Z":
+        assert time.monotonic() < deadline, "the worker outlived its learner"
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
