@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _COLUMNS = [c.key for c in Decision.__table__.columns if c.key != "id"]
 _JSON_COLUMNS = frozenset(c.key for c in Decision.__table__.columns if isinstance(c.type, JSON))
+_SET_ID = _COLUMNS.index("candidate_set_id")  # where a row holds its candidate set's id
 
 
 def _json_text(value: Any) -> str:
@@ -297,8 +298,8 @@ class GroupCommitLog:
         done: Future[None] = Future()
         entry = _Entry([self._encode(d) for d in decisions], done, expect)
         stored = self._stored_sets
-        for decision in decisions:
-            key = decision.candidate_set_id
+        for decision, row in zip(decisions, entry.rows, strict=True):
+            key = row[_SET_ID]  # worked out once, by the encoder
             if key not in stored:
                 if entry.sets is None:
                     entry.sets = {}

@@ -363,7 +363,7 @@ def _batches(
             featuriser.load_sets(session, {row[5] for row in rows})
             texts: list[str] = []
             counts: Counter[str] = Counter()
-            for _, event_id, slot, context, title, candidates, chosen, p, deferred, _ in rows:
+            for _, event_id, slot, context, title, candidate_set, chosen, p, deferred, _ in rows:
                 joined = events.get(event_id)
                 if joined is None:  # most decisions: no event, reward 0
                     if deferred:  # a deferred decision counts only if its image was shown
@@ -373,7 +373,7 @@ def _batches(
                     if deferred and not any(kind == "impression" for kind, _ in joined):
                         continue
                     label = f"{_number(-rewards.reward(joined))}:{p!r}"
-                text = featuriser.example(context, title, candidates, chosen, label)
+                text = featuriser.example(context, title, candidate_set, chosen, label)
                 if text is None:  # a single candidate: nothing to learn
                     continue
                 texts.append(text)

@@ -46,8 +46,8 @@ from bandit.decision_log import decision_row  # noqa: E402
 from bandit.features import Candidate, example_lines, feature_tokens  # noqa: E402
 from bandit.learner import _BATCH, RewardConfig, learn_once  # noqa: E402
 from bandit.learner import BATCH_SIZE as _BATCH_SIZE  # noqa: E402
-from bandit.log import DecisionRequest, choose  # noqa: E402
-from bandit.models import CandidateSet, Decision, PolicySnapshot, Reward, utcnow  # noqa: E402
+from bandit.log import DecisionRequest, choose, store_candidate_sets  # noqa: E402
+from bandit.models import Decision, PolicySnapshot, Reward, utcnow  # noqa: E402
 from bandit.policy import Policy  # noqa: E402
 from web.config import DEFAULT_VW_ARGS  # noqa: E402
 from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
@@ -149,19 +149,13 @@ def bench(name: str, url: str, decisions: list[Decision], events: list[dict[str,
           args: argparse.Namespace, work: Path) -> None:  # fmt: skip
     engine = make_engine(url)
     upgrade(engine)
-    sets = {d.candidate_set_id: list(d.candidates) for d in decisions}
-    with engine.begin() as connection:
-        connection.execute(
-            insert(CandidateSet),
-            [
-                {"id": key, "candidates": value, "created_at": utcnow()}
-                for key, value in sets.items()
-            ],
-        )
-        connection.execute(insert(Decision), [decision_row(d) for d in decisions])
-        if events:
-            connection.execute(insert(Reward), events)
     sessions = make_sessionmaker(engine)
+    with sessions() as session:
+        store_candidate_sets(session, decisions)  # type: ignore[arg-type]
+        session.connection().execute(insert(Decision), [decision_row(d) for d in decisions])
+        if events:
+            session.connection().execute(insert(Reward), events)
+        session.commit()
     rewards = RewardConfig(wait_seconds=600.0)
     with sessions() as session:
         # The rewards exactly as the learner joins them, for the DSJSON file.

@@ -225,8 +225,9 @@ def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
             self.cfg.set("threads", threads)
             # A listening socket per worker (SO_REUSEPORT): the kernel spreads connections
             # across workers. With one shared socket, whichever worker won the accept races
-            # kept most of a client's (or a proxy's) keep-alive connections, and the others
-            # idled: the HTTP floor measured 1,560 or 4,706 req/s from run to run.
+            # could keep most of a client's (or a proxy's) keep-alive connections while the
+            # others idled: benchmarks/serve.py once measured its floor at 4,706 and then
+            # 1,560 req/s within one run.
             self.cfg.set("reuse_port", True)
             self.cfg.set("accesslog", None)
             self.cfg.set(
