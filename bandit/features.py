@@ -126,33 +126,56 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
     tokens: list[str] = []
     for key in sorted(features):
         value = features[key]
-        name = _token(str(key))
-        if value is None or str(key) in DROPPED_KEYS:
-            continue
-        if str(key) in TIMESTAMP_KEYS:
-            moment = _moment(value)
-            if moment is not None:
-                tokens.extend(_cyclic(f"{name}_hour", moment.hour + moment.minute / 60, 24.0))
-                tokens.extend(_cyclic(f"{name}_weekday", moment.weekday(), 7.0))
-            continue
-        if isinstance(value, bool):
-            tokens.append(f"{name}={'true' if value else 'false'}")
-        elif isinstance(value, int | float):
-            number = float(value)
-            if not math.isfinite(number):
-                continue
-            period = CYCLIC_PERIODS.get(str(key))
-            if period is not None:
-                tokens.extend(_cyclic(name, number, period))
-            elif -1.0 <= number <= 1.0:
-                tokens.append(f"{name}:{_number(number)}")
-            else:
-                tokens.append(f"{name}={_bucket(number)}")
-        elif isinstance(value, list | tuple):
-            tokens.extend(f"{name}={_token(str(item))}" for item in value if item is not None)
+        if value.__class__ in _CACHED_TYPES and key not in TIMESTAMP_KEYS:
+            # Keyed by type too: True == 1, but `flag=true` is not `flag:1`.
+            pair = (key, value.__class__, value)
+            known = _pairs.get(pair)
+            if known is None:
+                if len(_pairs) >= _PAIRS_LIMIT:
+                    _pairs.clear()
+                known = _pairs[pair] = tuple(_pair_tokens(key, value))
+            tokens.extend(known)
         else:
-            tokens.append(f"{name}={_token(str(value))}")
+            tokens.extend(_pair_tokens(key, value))
     return tokens
+
+
+# Tokens of a (key, value) pair of these types, remembered: a request's context and a
+# learning pass's thousands of contexts are combinations of a few such pairs (segment,
+# device, hour...), each otherwise worked out anew. Floats and timestamps, mostly distinct,
+# are not remembered.
+_CACHED_TYPES = frozenset({str, bool, int})
+_PAIRS_LIMIT = 50_000
+_pairs: dict[tuple[Any, type, Any], tuple[str, ...]] = {}
+
+
+def _pair_tokens(key: Any, value: Any) -> list[str]:
+    name = _token(str(key))
+    if value is None or str(key) in DROPPED_KEYS:
+        return []
+    if str(key) in TIMESTAMP_KEYS:
+        moment = _moment(value)
+        if moment is None:
+            return []
+        return [
+            *_cyclic(f"{name}_hour", moment.hour + moment.minute / 60, 24.0),
+            *_cyclic(f"{name}_weekday", moment.weekday(), 7.0),
+        ]
+    if isinstance(value, bool):
+        return [f"{name}={'true' if value else 'false'}"]
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            return []
+        period = CYCLIC_PERIODS.get(str(key))
+        if period is not None:
+            return _cyclic(name, number, period)
+        if -1.0 <= number <= 1.0:
+            return [f"{name}:{_number(number)}"]
+        return [f"{name}={_bucket(number)}"]
+    if isinstance(value, list | tuple):
+        return [f"{name}={_token(str(item))}" for item in value if item is not None]
+    return [f"{name}={_token(str(value))}"]
 
 
 def context_text(context: Mapping[str, Any]) -> str:
