@@ -96,7 +96,6 @@ class LearnReport:
 _BATCH = (
     select(
         Decision.id,
-        Decision.event_id,
         Decision.slot,
         cast(Decision.context, String),
         cast(Decision.slot_features, String),
@@ -116,7 +115,7 @@ _BATCH = (
 
 # The batch's on-time events, by a join on the batch's id range rather than a list of ids.
 _REWARDS = (
-    select(Reward.event_id, Reward.type, Reward.value)
+    select(Decision.id, Reward.type, Reward.value)
     .join(Decision, Decision.event_id == Reward.event_id)
     .where(
         Decision.id >= bindparam("first"),
@@ -143,72 +142,71 @@ class _Reader:
     beside VW's, which holds the GIL but not the server. On SQLite, whose reads need the GIL
     throughout, each batch is read when wanted, on the learner's own connection."""
 
-    def __init__(self, session: Session, horizon: datetime, size: int) -> None:
+    def __init__(self, session: Session, horizon: datetime) -> None:
         self._session = session
         self._horizon = horizon
-        self._size = size
         engine = session.get_bind()
         self._engine = engine if engine.dialect.name != "sqlite" else None
         self._pool: ThreadPoolExecutor | None = None
-        self._next: tuple[int, Future[list[Any]]] | None = None
+        self._next: tuple[int, int, Future[list[Any]]] | None = None
 
-    def _read(self, cursor: int) -> list[Any]:
+    def _read(self, cursor: int, size: int) -> list[Any]:
         assert self._engine is not None
         with self._engine.connect() as connection:  # a connection of its own, in its thread
-            return _closed_batch(connection, cursor, self._horizon, self._size)
+            return _closed_batch(connection, cursor, self._horizon, size)
 
-    def batch(self, cursor: int) -> list[Any]:
-        """The closed decisions after `cursor` (at most a batch)."""
-        if self._next is not None and self._next[0] == cursor:
-            rows = self._next[1].result()
+    def batch(self, cursor: int, size: int) -> list[Any]:
+        """The closed decisions after `cursor`, at most `size`."""
+        if self._next is not None and self._next[:2] == (cursor, size):
+            rows = self._next[2].result()
         elif self._engine is None:
-            rows = _closed_batch(self._session.connection(), cursor, self._horizon, self._size)
+            rows = _closed_batch(self._session.connection(), cursor, self._horizon, size)
         else:
-            rows = self._read(cursor)
+            rows = self._read(cursor, size)
         self._next = None
         return rows
 
-    def prefetch(self, cursor: int) -> None:
+    def prefetch(self, cursor: int, size: int) -> None:
         """Start reading the batch after `cursor`, if reads can run alongside."""
         if self._engine is None:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyart-learner-read")
-        self._next = (cursor, self._pool.submit(self._read, cursor))
+        self._next = (cursor, size, self._pool.submit(self._read, cursor, size))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
 
+_UNSEEN: Any = object()
+
+
 class _Featuriser:
     """VW text for logged decisions, caching by the logged JSON text (and candidate sets by
     their id): a segment's context and a title's candidates repeat across thousands of
     decisions, and featurising them is most of a learning pass's cost. The lines are
-    exactly `example_lines`'."""
+    exactly `example_lines`'.
+
+    The action lines are cached in two parts around the chosen action's label (by set and
+    chosen index), so that a decision costs three look-ups and one string."""
 
     LIMIT = 50_000
 
     def __init__(self) -> None:
-        self._context: dict[str, str] = {}
-        self._slot: dict[str, str] = {}
-        self._actions: dict[str, list[str]] = {}  # by candidate set id
-
-    @staticmethod
-    def _remember(cache: dict[str, Any], key: str, value: Any) -> Any:
-        if len(cache) >= _Featuriser.LIMIT:
-            cache.clear()
-        cache[key] = value
-        return value
+        self._texts: dict[str, str] = {}  # a context's or a slot's JSON text → its tokens
+        self._sets: dict[str, list[str]] = {}  # a candidate set's lines, by its id
+        self._around: dict[tuple[str, int], tuple[str, str] | None] = {}
 
     def load_sets(self, session: Session, ids: set[str]) -> None:
         """Read the candidate sets among `ids` not cached yet (a batch's, before its
         `example` calls)."""
-        missing = ids - self._actions.keys()
+        missing = ids - self._sets.keys()
         if not missing:
             return
-        if len(self._actions) + len(missing) > self.LIMIT:
-            self._actions.clear()
+        if len(self._sets) + len(missing) > self.LIMIT:
+            self._sets.clear()
+            self._around.clear()
             missing = ids
         wanted = sorted(missing)
         for start in range(0, len(wanted), 500):
@@ -217,31 +215,73 @@ class _Featuriser:
             )
             for key, text in session.execute(query):
                 parsed = json.loads(text)
-                self._actions[key] = [Candidate(c["id"], c["features"]).line for c in parsed]
+                self._sets[key] = [Candidate(c["id"], c["features"]).line for c in parsed]
 
-    def example(
-        self, context: str, slot: str, candidate_set: str, chosen: int, label: str
-    ) -> str | None:
-        """A logged decision (its JSON columns as text, its candidates by set id, loaded by
-        `load_sets`) as one multi-line example, lines joined by newlines, `label` (VW's
-        `cost:probability`) on the chosen action; None when it had a single candidate, or
-        its set is missing (nothing to learn)."""
-        shared = self._context.get(context)
-        if shared is None:
-            shared = self._remember(self._context, context, context_text(json.loads(context)))
-        title = self._slot.get(slot)
-        if title is None:
-            title = self._remember(self._slot, slot, context_text(json.loads(slot)))
-        actions = self._actions.get(candidate_set)
+    def text(self, logged: str) -> str:
+        """A context's or a slot's tokens, from its logged JSON text."""
+        text = self._texts.get(logged)
+        if text is None:
+            if len(self._texts) >= self.LIMIT:
+                self._texts.clear()
+            text = self._texts[logged] = context_text(json.loads(logged))
+        return text
+
+    def around(self, candidate_set: str, chosen: int) -> tuple[str, str] | None:
+        """The action lines of a set (loaded by `load_sets`) with the chosen one's label
+        left out: the text before the label and the text after it. None when the set had a
+        single candidate, or is missing: nothing to learn."""
+        key = (candidate_set, chosen)
+        try:
+            return self._around[key]
+        except KeyError:
+            pass
+        actions = self._sets.get(candidate_set)
         if actions is None:
             # Its candidates were never stored (see bandit/models.py): nothing to learn from.
             log.error("decision's candidate set %s is missing; skipped", candidate_set)
-            return None
-        if len(actions) < 2:
-            return None
-        labelled = actions.copy()
-        labelled[chosen] = f"0:{label} {labelled[chosen]}"
-        return f"shared |{CONTEXT_NS} {shared} |{SLOT_NS} {title}\n" + "\n".join(labelled)
+            parts = None
+        elif len(actions) < 2 or not 0 <= chosen < len(actions):
+            parts = None
+        else:
+            before = "".join(line + "\n" for line in actions[:chosen])
+            after = "".join("\n" + line for line in actions[chosen + 1 :])
+            parts = (before + "0:", f" {actions[chosen]}{after}")
+        self._around[key] = parts
+        return parts
+
+    def examples(
+        self,
+        rows: list[Any],
+        events: Mapping[int, list[tuple[str, float]]],
+        rewards: RewardConfig,
+    ) -> tuple[list[str], list[str]]:
+        """The examples to learn among a batch's `rows` (`_BATCH`'s), given their on-time
+        `events` by decision id, and the slot of each."""
+        texts: list[str] = []
+        slots: list[str] = []
+        texts_of, around = self._texts, self._around
+        for decision_id, slot, context, title, candidate_set, chosen, p, deferred, _ in rows:
+            joined = events.get(decision_id)
+            if joined is None:  # most decisions: no event, reward 0
+                if deferred:  # a deferred decision counts only if its image was shown
+                    continue
+                label = f"0:{p!r}"
+            else:
+                if deferred and not any(kind == "impression" for kind, _ in joined):
+                    continue
+                label = f"{_number(-rewards.reward(joined))}:{p!r}"
+            parts = around.get((candidate_set, chosen), _UNSEEN)
+            if parts is _UNSEEN:
+                parts = self.around(candidate_set, chosen)
+            if parts is None:
+                continue
+            user = texts_of.get(context) or self.text(context)
+            about = texts_of.get(title) or self.text(title)
+            texts.append(
+                f"shared |{CONTEXT_NS} {user} |{SLOT_NS} {about}\n{parts[0]}{label}{parts[1]}"
+            )
+            slots.append(slot)
+        return texts, slots
 
 
 @contextmanager
@@ -344,42 +384,36 @@ def _batches(
     on_learned: Callable[[int], None] | None,
 ) -> Iterator[_Batch]:
     """The log past `cursor`, batch by batch, read, joined to its rewards and written out
-    as VW text, until a batch comes back short (the closed part of the log is done)."""
+    as VW text, until a batch comes back short (the closed part of the log is done).
+
+    Batches start at a quarter of `size` and grow by half up to it: VW waits for the first
+    batch to be read and featurised, and for the rest only where the learner falls behind
+    it (each is read and featurised while VW learns the one before). Starting at `size`
+    made a pass about a tenth slower."""
     featuriser = _Featuriser()
-    reader = _Reader(session, horizon, size)
+    reader = _Reader(session, horizon)
     learned = 0
+    wanted = max(1, size // 4)
     try:
         while True:
-            rows = reader.batch(cursor)
+            rows = reader.batch(cursor, wanted)
             if not rows:
                 return
-            if len(rows) == size:  # likely more after it: ask while this one is learned
-                reader.prefetch(rows[-1].id)
-            events: dict[str, list[tuple[str, float]]] = defaultdict(list)
-            for event_id, kind, value in session.execute(
+            full = len(rows) == wanted
+            wanted = min(size, max(wanted + 1, wanted * 3 // 2))
+            if full:  # likely more after it: ask while this one is learned
+                reader.prefetch(rows[-1].id, wanted)
+            events: dict[int, list[tuple[str, float]]] = defaultdict(list)
+            for decision_id, kind, value in session.execute(
                 _REWARDS, {"first": rows[0].id, "last": rows[-1].id}
             ):
-                events[event_id].append((kind, value))
-            featuriser.load_sets(session, {row[5] for row in rows})
-            texts: list[str] = []
-            counts: Counter[str] = Counter()
-            for _, event_id, slot, context, title, candidate_set, chosen, p, deferred, _ in rows:
-                joined = events.get(event_id)
-                if joined is None:  # most decisions: no event, reward 0
-                    if deferred:  # a deferred decision counts only if its image was shown
-                        continue
-                    label = f"0:{p!r}"
-                else:
-                    if deferred and not any(kind == "impression" for kind, _ in joined):
-                        continue
-                    label = f"{_number(-rewards.reward(joined))}:{p!r}"
-                text = featuriser.example(context, title, candidate_set, chosen, label)
-                if text is None:  # a single candidate: nothing to learn
-                    continue
-                texts.append(text)
-                counts[slot] += 1
-                learned += 1
-                if on_learned is not None:
+                events[decision_id].append((kind, value))
+            featuriser.load_sets(session, {row[4] for row in rows})  # candidate_set_id
+            texts, slots = featuriser.examples(rows, events, rewards)
+            counts = Counter(slots)
+            if on_learned is not None:
+                for _ in texts:
+                    learned += 1
                     on_learned(learned)
             examples = None
             if texts:
@@ -387,7 +421,7 @@ def _batches(
                 examples = "\n\n".join(texts)
             cursor = rows[-1].id
             yield _Batch(cursor, len(rows), examples, counts)
-            if len(rows) < size:
+            if not full:
                 return
     finally:
         reader.close()
@@ -426,13 +460,16 @@ def learn_once(
         batches = _batches(session, cursor, horizon, batch_size, rewards, on_learned)
         try:
             batch = next(batches, None)
+            if batch is not None and batch.examples is not None:
+                chain.start(batch.examples)
             while batch is not None:
-                if batch.examples is not None:
-                    chain.start(batch.examples)
-                # The next batch is read and featurised while VW learns this one.
+                # The next batch is read and featurised while VW learns this one...
                 following = next(batches, None)
                 if batch.examples is not None:
                     model = chain.wait()
+                # ...and learned while this one's snapshot is committed.
+                if following is not None and following.examples is not None:
+                    chain.start(following.examples)
                 learned += batch.learned
                 skipped += batch.skipped
                 for slot, count in batch.slot_examples.items():
