@@ -34,7 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -156,6 +156,11 @@ def bench(name: str, url: str, decisions: list[Decision], events: list[dict[str,
         if events:
             session.connection().execute(insert(Reward), events)
         session.commit()
+    if engine.dialect.name == "postgresql":
+        # Planner statistics for the freshly loaded log, as autovacuum keeps them on a live
+        # server: without any, PostgreSQL reads a batch by sorting the whole table on disk.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE decisions, rewards, candidate_sets"))
     rewards = RewardConfig(wait_seconds=600.0)
     with sessions() as session:
         # The rewards exactly as the learner joins them, for the DSJSON file.
