@@ -184,8 +184,9 @@ class _Featuriser:
 
     def around(self, candidate_set: str, chosen: int) -> tuple[str, str] | None:
         """The action lines of a set (loaded by `load_sets`) with the chosen one's label
-        left out: the text before the label and the text after it. None when the set had a
-        single candidate, or is missing: nothing to learn."""
+        left out: the text before the label and the text after it. None when there is
+        nothing to learn: the set had a single candidate, is missing, or has no action at
+        `chosen` (a log edited by hand)."""
         key = (candidate_set, chosen)
         try:
             return self._around[key]
@@ -196,7 +197,10 @@ class _Featuriser:
             # Its candidates were never stored (see bandit/models.py): nothing to learn from.
             log.error("decision's candidate set %s is missing; skipped", candidate_set)
             parts = None
-        elif len(actions) < 2 or not 0 <= chosen < len(actions):
+        elif not 0 <= chosen < len(actions):
+            log.error("chosen index %d is not in candidate set %s; skipped", chosen, candidate_set)
+            parts = None
+        elif len(actions) < 2:
             parts = None
         else:
             before = "".join(line + "\n" for line in actions[:chosen])

@@ -7,6 +7,7 @@ import random
 from datetime import datetime, timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -204,3 +205,19 @@ def test_a_decision_whose_candidate_set_is_missing_is_skipped_not_fatal(
     assert session.get(Decision, kept.id).candidates == [  # type: ignore[union-attr]
         {"id": c.id, "features": dict(c.features)} for c in CANDIDATES
     ]
+
+
+def test_a_decision_whose_chosen_index_is_outside_its_set_is_skipped(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = _decide(session, T0, seed=1)
+    edited = _decide(session, T0 + timedelta(seconds=1), seed=2)
+    edited.chosen_index = len(CANDIDATES)  # a log edited by hand; -1 would label another action
+    session.commit()
+    rewards = RewardConfig(wait_seconds=WAIT)
+    report = learn_once(session, DEFAULT_VW_ARGS, rewards, now=T0 + timedelta(seconds=WAIT + 5))
+    assert (report.learned, report.skipped) == (1, 1)
+    assert report.cursor == edited.id
+    assert f"chosen index {len(CANDIDATES)} is not in candidate set" in caplog.text
+    policy, _ = load_latest(session, DEFAULT_VW_ARGS)
+    assert np.array_equal(weights(policy), _expected_model([(kept, 0.0)]))
