@@ -206,6 +206,8 @@ class _Featuriser:
             before = "".join(line + "\n" for line in actions[:chosen])
             after = "".join("\n" + line for line in actions[chosen + 1 :])
             parts = (before + "0:", f" {actions[chosen]}{after}")
+        if len(self._around) >= self.LIMIT:
+            self._around.clear()
         self._around[key] = parts
         return parts
 
