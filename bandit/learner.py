@@ -459,11 +459,16 @@ def learn_forever(
     interval_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Run `learn_once` every `interval_seconds` until `should_stop()`."""
+    """Run `learn_once` every `interval_seconds` until `should_stop()`, which is asked
+    between passes and every quarter second in between."""
     while not should_stop():
         try:
             with session_factory() as session:
                 learn_once(session, vw_args, rewards)
         except Exception:  # keep learning after a database blip; the cursor makes it safe
             log.exception("learning pass failed")
-        time.sleep(interval_seconds)
+        # In slices: a stop asked for (SIGTERM from `keyart serve`) need not wait out the
+        # interval, which held a server's shutdown for up to its 10 s default.
+        deadline = time.monotonic() + interval_seconds
+        while not should_stop() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
@@ -40,6 +47,30 @@ def test_learn_once_reports_its_pass(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "learn", "--once")
     assert result.exit_code == 0, result.output
     assert "learned 0 decisions" in result.output
+
+
+def test_the_learner_stops_soon_after_sigterm_between_passes(cli_env: dict[str, str]) -> None:
+    # A minute between passes: before, a stop waited that out (`keyart serve` waits for it).
+    env = {**os.environ, **cli_env, "KEYART_LEARN_INTERVAL": "60"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "learn"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "learning every 60s" in process.stdout.readline()
+        time.sleep(1)  # its first pass (an empty log) is over: it waits for the next
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() - stopped < 5
+    finally:
+        process.kill()
+        process.communicate()
 
 
 @pytest.mark.parametrize(
