@@ -156,7 +156,7 @@ class _Featuriser:
 
     def load_sets(self, session: Session, ids: set[str]) -> None:
         """Read the candidate sets among `ids` not cached yet (a batch's, before its
-        `example` calls)."""
+        `examples`)."""
         missing = ids - self._sets.keys()
         if not missing:
             return
@@ -195,9 +195,10 @@ class _Featuriser:
         actions = self._sets.get(candidate_set)
         if actions is None:
             # Its candidates were never stored (see bandit/models.py): nothing to learn from.
+            # Not remembered: a later batch's `load_sets` may yet find the set.
             log.error("decision's candidate set %s is missing; skipped", candidate_set)
-            parts = None
-        elif not 0 <= chosen < len(actions):
+            return None
+        if not 0 <= chosen < len(actions):
             log.error("chosen index %d is not in candidate set %s; skipped", chosen, candidate_set)
             parts = None
         elif len(actions) < 2:
