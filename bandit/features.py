@@ -145,7 +145,7 @@ def feature_tokens(features: Mapping[str, Any]) -> list[str]:
 # device, hour...), each otherwise worked out anew. Floats and timestamps, mostly distinct,
 # are not remembered.
 _CACHED_TYPES = frozenset({str, bool, int})
-_PAIRS_LIMIT = 50_000
+_PAIRS_LIMIT = 10_000  # a few MB at most, however long the strings
 _pairs: dict[tuple[Any, type, Any], tuple[str, ...]] = {}
 
 
