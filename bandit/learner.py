@@ -396,6 +396,7 @@ def learn_once(
     batch_size: int = BATCH_SIZE,
     on_learned: Callable[[int], None] | None = None,
     on_commit: Callable[[LearnReport], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> LearnReport:
     """Learn every decision whose window has closed and that is past the cursor, in batches.
 
@@ -403,6 +404,7 @@ def learn_once(
     learner killed at any point restarts exactly where its last commit left it and learns
     every joined decision exactly once. `on_learned(n)` is called after the n-th example of
     this pass is read, `on_commit(report)` after each batch's commit (progress reporting).
+    The pass ends early, after a batch's commit, once `should_stop()` says so.
     """
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
@@ -444,6 +446,9 @@ def learn_once(
                 if on_commit is not None:
                     report = LearnReport(learned, skipped, cursor, version)
                     on_commit(report)
+                if following is not None and should_stop():
+                    chain.abandon()  # the next batch's job: the next pass learns it again
+                    break
                 batch = following
         except BaseException:
             chain.abandon()
@@ -461,11 +466,11 @@ def learn_forever(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Run `learn_once` every `interval_seconds` until `should_stop()`, which is asked
-    between passes and every quarter second in between."""
+    after each batch's commit and every quarter second between passes."""
     while not should_stop():
         try:
             with session_factory() as session:
-                learn_once(session, vw_args, rewards)
+                learn_once(session, vw_args, rewards, should_stop=should_stop)
         except Exception:  # keep learning after a database blip; the cursor makes it safe
             log.exception("learning pass failed")
         # In slices: a stop asked for (SIGTERM from `keyart serve`) need not wait out the

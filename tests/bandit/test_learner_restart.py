@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from bandit.learner import RewardConfig, learn_once
+from bandit.learner import LearnReport, RewardConfig, learn_once
 from bandit.models import Decision, PolicySnapshot, utcnow
 from bandit.policy import Policy
 from bandit.snapshots import load_latest
@@ -122,3 +122,32 @@ def test_killed_learner_learns_every_decision_exactly_once(
     # the boundaries differ from the uninterrupted run's, but not what each snapshot holds.
     _check_history(session, _history(session))
     assert np.array_equal(weights(policy), expected_model)
+
+
+def test_a_pass_asked_to_stop_ends_after_a_commit_and_the_next_carries_on(
+    session: Session,
+) -> None:
+    write_log(session, Policy(DEFAULT_VW_ARGS), catalog(), 400, random.Random(5))
+    rewards = RewardConfig(wait_seconds=600.0)
+    later = utcnow() + timedelta(days=1)
+    reference = learn_once(session, DEFAULT_VW_ARGS, rewards, now=later, batch_size=BATCH)
+    expected_model = weights(load_latest(session, DEFAULT_VW_ARGS)[0])
+    session.execute(delete(PolicySnapshot))
+    session.commit()
+
+    commits: list[LearnReport] = []
+    stopped = learn_once(
+        session,
+        DEFAULT_VW_ARGS,
+        rewards,
+        now=later,
+        batch_size=BATCH,
+        on_commit=commits.append,
+        should_stop=lambda: len(commits) == 2,
+    )
+    assert len(commits) == 2 and _snapshots(session) == 2
+    assert stopped.cursor == commits[-1].cursor < reference.cursor
+    rest = learn_once(session, DEFAULT_VW_ARGS, rewards, now=later, batch_size=BATCH)
+    assert stopped.learned + rest.learned == reference.learned == 400
+    _check_history(session, _history(session))
+    assert np.array_equal(weights(load_latest(session, DEFAULT_VW_ARGS)[0]), expected_model)
