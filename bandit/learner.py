@@ -184,14 +184,10 @@ class _Featuriser:
 
     def around(self, candidate_set: str, chosen: int) -> tuple[str, str] | None:
         """The action lines of a set (loaded by `load_sets`) with the chosen one's label
-        left out: the text before the label and the text after it. None when there is
-        nothing to learn: the set had a single candidate, is missing, or has no action at
-        `chosen` (a log edited by hand)."""
-        key = (candidate_set, chosen)
-        try:
-            return self._around[key]
-        except KeyError:
-            pass
+        left out: the text before the label and the text after it, remembered for the
+        next decision of that set and index (`examples` looks there first). None when there
+        is nothing to learn: the set had a single candidate, is missing, or has no action
+        at `chosen` (a log edited by hand)."""
         actions = self._sets.get(candidate_set)
         if actions is None:
             # Its candidates were never stored (see bandit/models.py): nothing to learn from.
@@ -209,7 +205,7 @@ class _Featuriser:
             parts = (before + "0:", f" {actions[chosen]}{after}")
         if len(self._around) >= self.LIMIT:
             self._around.clear()
-        self._around[key] = parts
+        self._around[candidate_set, chosen] = parts
         return parts
 
     def examples(
@@ -238,8 +234,12 @@ class _Featuriser:
                 parts = self.around(candidate_set, chosen)
             if parts is None:
                 continue
-            user = texts_of.get(context) or self.text(context)
-            about = texts_of.get(title) or self.text(title)
+            user = texts_of.get(context)
+            if user is None:  # not `or`: an empty context's text is "", and worth keeping
+                user = self.text(context)
+            about = texts_of.get(title)
+            if about is None:
+                about = self.text(title)
             texts.append(
                 f"shared |{CONTEXT_NS} {user} |{SLOT_NS} {about}\n{parts[0]}{label}{parts[1]}"
             )
