@@ -9,14 +9,21 @@ drive it with wrk (Debian's `wrk` package: `apt-get install wrk`) at three endpo
     single   POST /api/v1/decisions, 1 title      one decision per request
     page     POST /api/v1/decisions, 40 titles    a page: 40 decisions per request
 
-and print requests/s, decisions/s, p50/p99 latency and the ratios the issue sets targets
-for (single ≥ 0.6 × floor requests/s; page ≥ 15,000 decisions/s). Each measured run follows
-a 2-second unmeasured one; the floor is measured first and last, and the higher of the two
-is the reference.
+and print requests/s, decisions/s, p50/p99 latency, the workers' CPU time and context
+switches per request (from /proc), and the ratios the issue sets targets for (single ≥ 0.6
+× floor requests/s; page ≥ 15,000 decisions/s). Each measured run follows a 2-second
+unmeasured one; the floor is measured first and last, and the higher of the two is the
+reference.
+
+`--breakdown` adds two single-title runs against routes only this benchmark's app has, to
+show where a decision's cost goes (neither is something keyart serves):
+
+    validate  POST /bench/validate     the decision request parsed and validated, no more
+    unlogged  POST /bench/unlogged     the decision made and answered, not logged
 
     python benchmarks/serve.py [--seconds 10] [--connections 32] [--workers 2] [--threads 8]
                                [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                               [--only sqlite|postgres]
+                               [--only sqlite|postgres] [--breakdown]
 """
 
 from __future__ import annotations
@@ -102,7 +109,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(url: str, var: Path, media: Path, port: int, workers: int, threads: int):  # type: ignore[no-untyped-def]
+def breakdown_app():  # type: ignore[no-untyped-def]
+    """keyart's app plus the two `--breakdown` routes. `unlogged` runs the same steps as
+    `web.personalize.choose_artwork` minus the decision log's write: a ceiling for what
+    any logging design could reach, never a way to serve."""
+    from flask import jsonify
+
+    from web import create_app
+    from web.api import _check_rendition, _negotiate
+    from web.personalize import PageRequest, _answers, _decide
+    from web.schemas import DecisionsRequest, json_body
+    from web.state import runtime
+
+    app = create_app()
+
+    @app.post("/bench/validate")
+    def validate():  # type: ignore[no-untyped-def]
+        json_body(DecisionsRequest)
+        return jsonify({"decisions": []})
+
+    @app.post("/bench/unlogged")
+    def unlogged():  # type: ignore[no-untyped-def]
+        body = json_body(DecisionsRequest)
+        page = PageRequest(
+            titles=body.titles,
+            context=body.context,
+            user=body.user,
+            rendition=_check_rendition(body.rendition),
+            format=_negotiate(body.format)[0],
+        )
+        state = runtime()
+        catalog, _version = state.catalog.titles(state.engine, page.titles)
+        decisions = _decide(state, page, catalog)
+        images = state.catalog.image(
+            state.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+        )
+        return jsonify({"decisions": _answers(state, page, catalog, decisions, images)})
+
+    return app
+
+
+def start_server(  # type: ignore[no-untyped-def]
+    url: str, var: Path, media: Path, port: int, workers: int, threads: int, app: str
+):
     metrics = var / "prometheus"
     metrics.mkdir(parents=True, exist_ok=True)
     env = {
@@ -134,7 +183,9 @@ def start_server(url: str, var: Path, media: Path, port: int, workers: int, thre
             "--reuse-port",
             "--log-level",
             "warning",
-            "web:create_app()",
+            "--pythonpath",
+            str(ROOT / "benchmarks"),
+            app,
         ],
         cwd=ROOT,
         env=env,
@@ -228,6 +279,27 @@ def run_wrk(port: int, script: str, seconds: int, connections: int, work: Path) 
     return {"rps": rps, "p50": p50, "p99": p99}
 
 
+def worker_usage(server: subprocess.Popen) -> tuple[float, int]:  # type: ignore[type-arg]
+    """CPU seconds (user + system) and context switches so far of the gunicorn workers, all
+    their threads, from /proc: what a request costs the server, whatever wrk costs."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    ticks, switches = 0, 0
+    for pid in children:
+        tasks = Path(f"/proc/{pid}/task")
+        for task in tasks.iterdir() if tasks.exists() else ():
+            try:
+                stat = (task / "stat").read_text()
+                status = (task / "status").read_text()
+            except OSError:  # a thread that ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            switches += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", status))
+    return ticks / os.sysconf("SC_CLK_TCK"), switches
+
+
 def count_decisions(url: str) -> int:
     engine = create_engine(url)
     with engine.connect() as connection:
@@ -238,7 +310,8 @@ def count_decisions(url: str) -> int:
 
 def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace) -> None:
     port = free_port()
-    server = start_server(url, var, media, port, args.workers, args.threads)
+    app = "serve:breakdown_app()" if args.breakdown else "web:create_app()"
+    server = start_server(url, var, media, port, args.workers, args.threads, app)
     try:
         floor_script = lua_script("GET", "/healthz", [])
         single_script = lua_script("POST", "/api/v1/decisions", bodies(1))
@@ -249,12 +322,22 @@ def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace)
             # time the measured run opens its connections (wrk keeps them for the run, so
             # one that opens while a worker is still starting would load the other alone).
             run_wrk(port, script, WARMUP_SECONDS, args.connections, var)
-            return run_wrk(port, script, args.seconds, args.connections, var)
+            cpu, switches = worker_usage(server)
+            result = run_wrk(port, script, args.seconds, args.connections, var)
+            cpu_after, switches_after = worker_usage(server)
+            requests = result["rps"] * args.seconds
+            result["cpu_ms"] = (cpu_after - cpu) / requests * 1000
+            result["switches"] = (switches_after - switches) / requests
+            return result
 
         before = count_decisions(url)
         floors = [measure(floor_script)]
         single = measure(single_script)
         page = measure(page_script)
+        extra = []
+        if args.breakdown:
+            for label, path in (("validate", "/bench/validate"), ("unlogged", "/bench/unlogged")):
+                extra.append((label, measure(lua_script("POST", path, bodies(1))), 0))
         # The floor again, after: the higher of the two is the reference (the stricter one).
         floors.append(measure(floor_script))
         floor = max(floors, key=lambda result: result["rps"])
@@ -270,17 +353,24 @@ def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace)
         f"\n{name}  ({args.workers} gunicorn gthread workers × {args.threads} threads, "
         f"wrk {args.connections} connections, {args.seconds}s each)"
     )
-    print(f"  {'':8} {'req/s':>9} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"  {'':8} {'req/s':>9} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'CPU ms/req':>11} {'switches/req':>13}"
+    )
     for label, result, per in (
         ("floor", floor, 0),
         ("single", single, 1),
         ("page-40", page, TITLES),
+        *extra,
     ):
         decisions = f"{result['rps'] * per:12.0f}" if per else f"{'':>12}"
         print(
             f"  {label:8} {result['rps']:9.0f} {decisions} "
             f"{result['p50']:8.2f} {result['p99']:8.2f}"
+            f" {result['cpu_ms']:11.3f} {result['switches']:13.1f}"
         )
+    for label, result, _per in extra:
+        print(f"  {label} / floor throughput: {result['rps'] / floor['rps']:.2f}")
     print(
         f"  (floor measured before and after: {floors[0]['rps']:.0f} and "
         f"{floors[1]['rps']:.0f} req/s; the higher is the reference)"
@@ -302,6 +392,11 @@ def main() -> None:
         help="a PostgreSQL server URL; the benchmark creates and drops its own database",
     )
     parser.add_argument("--only", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure a validate-only route and an unlogged decision (see above)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
