@@ -4,15 +4,17 @@ and the `keyart` command line."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g
+from flask import Flask, g, request
 
 from artwork.isolation import shared_pipeline_process
 from artwork.store import BlobStore
 from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
+from web import metrics
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
 from web.serving_catalog import CATALOG_VERSION
@@ -69,6 +71,18 @@ def create_app(
     def _start_policy_poller() -> None:
         # Started lazily so a thread never crosses a fork.
         policy.start()
+
+    @app.before_request
+    def _start_clock() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.teardown_request
+    def _observe_latency(_exc: BaseException | None) -> None:
+        started = g.get("request_started")
+        if started is not None:
+            # By Flask endpoint, not path: a bounded set of labels whatever clients ask for.
+            endpoint = request.endpoint or "unmatched"
+            metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:

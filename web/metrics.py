@@ -17,7 +17,7 @@ DECISIONS = Counter("keyart_decisions_total", "Decisions served", ["outcome"])
 EVENTS = Counter("keyart_events_total", "Outcome events received", ["status"])
 REQUEST_SECONDS = Histogram(
     "keyart_request_seconds",
-    "Request latency",
+    "Request latency, from routing to the end of the response, by Flask endpoint",
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )

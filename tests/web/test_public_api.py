@@ -74,6 +74,25 @@ def test_decisions_are_counted_by_outcome(client: FlaskClient, catalog: list[str
     }
 
 
+def test_request_latency_is_observed_by_endpoint(client: FlaskClient, catalog: list[str]) -> None:
+    def observed(endpoint: str) -> float:
+        labels = {"endpoint": endpoint}
+        return REGISTRY.get_sample_value("keyart_request_seconds_count", labels) or 0.0
+
+    before = {e: observed(e) for e in ("api.decisions", "ops.healthz", "unmatched")}
+    client.post("/api/v1/decisions", json={"titles": ["show"]})
+    client.post("/api/v1/decisions", json={"titles": "not a list"})  # a 422 is timed too
+    client.get("/healthz")
+    client.get("/no/such/page")
+    after = {e: observed(e) for e in before}
+    assert {e: after[e] - before[e] for e in after} == {
+        "api.decisions": 2,
+        "ops.healthz": 1,
+        "unmatched": 1,
+    }
+    assert b'keyart_request_seconds_bucket{endpoint="api.decisions"' in client.get("/metrics").data
+
+
 def test_one_title_from_query_parameters(
     client: FlaskClient, catalog: list[str], session: Session
 ) -> None:
