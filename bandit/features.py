@@ -69,6 +69,10 @@ class Candidate:
 
 def _token(text: str) -> str:
     # Spaces, pipes and colons are VW syntax; anything else may stand in a feature name.
+    if not text.isascii():
+        # VW takes UTF-8: an unpaired surrogate (JSON can carry one) becomes "?", or the
+        # example, and every learning batch holding it, would fail.
+        text = text.encode("utf-8", "replace").decode()
     return _UNSAFE.sub("_", text.strip()) or "_"
 
 
@@ -164,7 +168,10 @@ def _pair_tokens(key: Any, value: Any) -> list[str]:
     if isinstance(value, bool):
         return [f"{name}={'true' if value else 'false'}"]
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float: JSON integers have no limit
+            return []
         if not math.isfinite(number):
             return []
         period = CYCLIC_PERIODS.get(str(key))

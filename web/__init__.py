@@ -17,6 +17,8 @@ from bandit.snapshots import ServingPolicy
 from web import metrics
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
+from web.errors import ApiError
+from web.schemas import storable
 from web.serving_catalog import CATALOG_VERSION
 from web.state import Runtime
 
@@ -75,6 +77,20 @@ def create_app(
     @app.before_request
     def _start_clock() -> None:
         g.request_started = time.perf_counter()
+
+    @app.before_request
+    def _refuse_unstorable_text() -> None:
+        # Path segments, query values and form fields reach SQL as text (JSON bodies are
+        # checked by their schemas): see `web.schemas.storable`.
+        fields = [("the URL path", request.path)]
+        fields += [(f"query parameter {k!r}", k + v) for k, v in request.args.items(multi=True)]
+        if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            fields += [(f"form field {k!r}", k + v) for k, v in request.form.items(multi=True)]
+        for what, value in fields:
+            try:
+                storable(value)
+            except ValueError as error:
+                raise ApiError(400, "invalid_request", f"{what} {error}") from None
 
     @app.teardown_request
     def _observe_latency(_exc: BaseException | None) -> None:

@@ -6,15 +6,50 @@ import math
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from web.errors import ApiError
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\s/]+$")]
-ShortText = Annotated[str, StringConstraints(max_length=200)]
-ContextValue = (
-    bool | int | float | Annotated[str, StringConstraints(max_length=200)] | list[ShortText]
-)
+
+def storable(value: str) -> str:
+    """Refuse text the database cannot store: PostgreSQL's text types reject NUL, and an
+    unpaired surrogate (JSON allows `"\\ud800"`) is not UTF-8 at all, so VW, the log's DSJSON
+    and any export would fail on it later, far from the request that sent it."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (it has an unpaired surrogate)") from None
+    return value
+
+
+def _id_text(value: str) -> str:
+    # An id travels in URL paths: control characters, and the segments "." and "..", which
+    # clients and proxies rewrite, would make a title or artwork unreachable.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value in (".", ".."):
+        raise ValueError("must not be '.' or '..' or contain control characters")
+    return value
+
+
+def text(min_length: int = 0, max_length: int = 200, pattern: str | None = None) -> Any:
+    """A string type for request fields: its length (and pattern) as the OpenAPI document
+    states them, then `storable`."""
+    constraints = StringConstraints(min_length=min_length, max_length=max_length, pattern=pattern)
+    return Annotated[str, constraints, AfterValidator(storable)]
+
+
+Id = Annotated[text(1, 200, r"^[^\s/]+$"), AfterValidator(_id_text)]
+ShortText = text()
+ContextValue = bool | int | float | ShortText | list[ShortText]
 Format = Literal["avif", "webp", "jpg"]
 
 
@@ -29,20 +64,30 @@ def _check_context(context: dict[str, Any]) -> dict[str, Any]:
     for key, value in context.items():
         if not key or len(key) > 64:
             raise ValueError("context keys must be 1 to 64 characters")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"context field {key!r} must be a finite number")
+        try:
+            storable(key)
+        except ValueError as error:
+            raise ValueError(f"context keys {error}") from None
+        # An int too large for a float (JSON has no limit) could not be featurised.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise ValueError(f"context field {key!r} must be a finite number")
         if isinstance(value, list) and len(value) > 50:
             raise ValueError(f"context field {key!r} has more than 50 items")
     return context
 
 
 class DecisionsRequest(Strict):
-    user: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+    user: text(1, 200) | None = Field(
         None, description="Opaque viewer key; the same key gets stable choices."
     )
     context: dict[str, ContextValue] = Field(default_factory=dict)
     titles: list[Id] = Field(min_length=1, max_length=200)
-    rendition: Annotated[str, StringConstraints(max_length=64)] | None = None
+    rendition: text(0, 64) | None = None
     format: Format | None = None
     defer_activation: bool = False
 
@@ -50,8 +95,8 @@ class DecisionsRequest(Strict):
 
 
 class EventIn(Strict):
-    event_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    type: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    event_id: text(1, 64)
+    type: text(1, 32)
     value: float = 1.0
 
     @field_validator("value")
@@ -69,20 +114,18 @@ class EventsRequest(Strict):
 
 class TitleCreate(Strict):
     id: Id
-    name: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    name: text(1, 500)
     genres: list[ShortText] = Field(default_factory=list, max_length=20)
 
 
 class ArtworkPatch(Strict):
     status: Literal["active", "paused", "archived"] | None = None
     label: ShortText | None = None
-    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=50)]] | None = Field(
-        None, max_length=30
-    )
+    tags: list[text(1, 50)] | None = Field(None, max_length=30)
 
 
 class DefaultArtwork(Strict):
-    artwork_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    artwork_id: text(1, 64)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -90,7 +133,11 @@ M = TypeVar("M", bound=BaseModel)
 
 def json_body(model: type[M]) -> M:
     """Parse and validate the request's JSON body, or answer 400/422 naming what is wrong."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        # Python's parser recurses per nesting level; `silent` only covers malformed text.
+        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
     if data is None:
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     if not isinstance(data, dict):

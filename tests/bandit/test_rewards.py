@@ -221,3 +221,23 @@ def test_a_decision_whose_chosen_index_is_outside_its_set_is_skipped(
     assert f"chosen index {len(CANDIDATES)} is not in candidate set" in caplog.text
     policy, _ = load_latest(session, DEFAULT_VW_ARGS)
     assert np.array_equal(weights(policy), _expected_model([(kept, 0.0)]))
+
+
+def test_a_context_that_is_not_utf8_is_learned_not_fatal(session: Session) -> None:
+    # A JSON body can carry an unpaired surrogate ("\ud800"); the API refuses them now, but a
+    # log written before it did still holds some. VW takes UTF-8 text, and one such decision
+    # failed every learning batch that held it, so the learner never got past it.
+    request = DecisionRequest("show", CANDIDATES, {"\ud800": "x", "segment": "a\udfff"}, {})
+    (odd,) = decide(
+        session, Policy(DEFAULT_VW_ARGS), [request], random.Random(1), exploration=EXPLORATION
+    )
+    odd.created_at = T0
+    session.commit()
+    after = _decide(session, T0 + timedelta(seconds=1), seed=2)
+    _send(session, T0 + timedelta(seconds=2), Event(odd.event_id, "click"))
+    rewards = RewardConfig(wait_seconds=WAIT)
+    report = learn_once(session, DEFAULT_VW_ARGS, rewards, now=T0 + timedelta(seconds=WAIT + 5))
+    assert (report.learned, report.skipped) == (2, 0)
+    assert report.cursor == after.id
+    policy, _ = load_latest(session, DEFAULT_VW_ARGS)
+    assert np.array_equal(weights(policy), _expected_model([(odd, 1.0), (after, 0.0)]))

@@ -59,6 +59,10 @@ def test_title_validation_names_the_field(
         ({"id": "ok", "name": ""}, "name"),
         ({"id": "ok", "name": "x", "genres": "drama"}, "genres"),
         ({"id": "ok", "name": "x", "colour": "red"}, "colour"),
+        ({"id": "o\x00k", "name": "x"}, "id"),
+        ({"id": "..", "name": "x"}, "id"),
+        ({"id": "ok", "name": "x\x00"}, "name"),
+        ({"id": "ok", "name": "x", "genres": ["dra\x00ma"]}, "genres"),
     ]
     for body, field in cases:
         response = client.post("/api/v1/titles", json=body, headers=editor_headers)

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bandit.models import Decision, Reward
@@ -156,19 +156,56 @@ def test_same_user_gets_the_same_variant(
         ({"titles": ["show"], "rendition": "poster-9000"}, 422, None),
         ({"titles": ["show"], "defer_activation": "maybe"}, 422, "defer_activation"),
         ({"titles": ["show"], "titels": ["x"]}, 422, "titels"),
+        # PostgreSQL cannot store NUL; an unpaired surrogate is not UTF-8, and VW failed on it.
+        ({"titles": ["sh\x00ow"]}, 422, "titles"),
+        ({"titles": [".."]}, 422, "titles"),
+        ({"titles": ["show"], "user": "v\x00"}, 422, "user"),
+        ({"titles": ["show"], "context": {"seg\x00": "x"}}, 422, "context"),
+        ({"titles": ["show"], "context": {"\ud800": "x"}}, 422, "context"),
+        ({"titles": ["show"], "context": {"segment": "\ud800"}}, 422, "context"),
+        ({"titles": ["show"], "context": {"visits": 10**400}}, 422, "context"),
     ],
 )
 def test_bad_decision_requests(
-    client: FlaskClient, catalog: list[str], body: dict, status: int, field: str | None
+    client: FlaskClient,
+    catalog: list[str],
+    session: Session,
+    body: dict,
+    status: int,
+    field: str | None,
 ) -> None:
     response = client.post("/api/v1/decisions", json=body)
     assert response.status_code == status, response.json
     if field:
         assert response.json["error"]["message"].startswith(field), response.json
+    assert session.scalar(select(func.count()).select_from(Decision)) == 0
+
+
+def test_urls_with_nul_characters_are_refused(
+    client: FlaskClient, catalog: list[str], editor_headers: dict[str, str]
+) -> None:
+    for url, headers in (
+        ("/api/v1/titles/sh%00ow/artwork", {}),
+        ("/api/v1/titles/show/artwork?seg%00ment=kids", {}),
+        ("/api/v1/titles/show/artwork?segment=ki%00ds", {}),
+        ("/api/v1/titles/sh%00ow", editor_headers),
+        ("/api/v1/evaluations/latest?segment=a%00b", editor_headers),
+    ):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 400, (url, response.json)
+        assert "NUL" in response.json["error"]["message"]
+    # Form fields likewise, before anything is written.
+    media = Path(runtime(client.application).settings.media_dir)
+    files = sorted(media.rglob("*"))
+    poster = poster_bytes("Show", "group", "cool")
+    response = upload(client, editor_headers, "show", poster, label="cover\x00")
+    assert response.status_code == 400 and "form field 'label'" in response.json["error"]["message"]
+    assert sorted(media.rglob("*")) == files
 
 
 def test_non_json_bodies(client: FlaskClient) -> None:
-    for data in ("not json", "[1, 2]"):
+    deep = "[" * 100_000 + "]" * 100_000  # past Python's recursion limit when parsed
+    for data in ("not json", "[1, 2]", deep, '{"titles": ["show"], "context": ' + deep + "}"):
         response = client.post(
             "/api/v1/decisions", data=data, headers={"Content-Type": "application/json"}
         )
@@ -191,12 +228,21 @@ def test_events_are_idempotent_and_checked(
                 {"event_id": "never-issued", "type": "click"},
                 {"event_id": event_id, "type": "purchase"},
                 {"event_id": event_id},
+                {"event_id": "never\x00issued", "type": "click"},
             ]
         },
     )
     assert response.status_code == 202
     statuses = [e["status"] for e in response.json["events"]]
-    assert statuses == ["accepted", "accepted", "duplicate", "unknown_event", "invalid", "invalid"]
+    assert statuses == [
+        "accepted",
+        "accepted",
+        "duplicate",
+        "unknown_event",
+        "invalid",
+        "invalid",
+        "invalid",
+    ]
     again = client.post(
         "/api/v1/events", json={"events": [{"event_id": event_id, "type": "click"}]}
     )
