@@ -86,13 +86,15 @@ def title(title_id: str) -> Response | str:
                 tags = tuple(
                     t.strip() for t in (upload_form.tags.data or "").split(",") if t.strip()
                 )
+                # As the editor API does: the pixels go to the pipeline's child process
+                # (this process serves decisions and must not load torch), with its timeout.
                 catalog.add_artwork(
                     session_,
                     runtime().store,
                     found.id,
                     catalog.Upload(data, upload_form.label.data or "", tags),
-                    limits=runtime().limits,
-                    presets=runtime().settings.presets,
+                    config=runtime().settings.pipeline_config(),
+                    runner=runtime().pipeline,
                 )
                 session_.commit()
                 flash("Uploaded.")

@@ -1,6 +1,6 @@
 """A process that serves decisions never imports torch (or OpenCV): they cost import time
 and hundreds of megabytes, and only uploads and reprocessing need them. Even a web process
-that takes uploads hands the pixels to a child process."""
+that takes uploads (through the API or the studio) hands the pixels to a child process."""
 
 from __future__ import annotations
 
@@ -36,10 +36,21 @@ SERVE = textwrap.dedent(
     one = client.get("/api/v1/titles/show/artwork?segment=s").json
     clicked = client.post("/api/v1/events", json={"events": [
         {"event_id": one["event_id"], "type": "click"}]}).status_code
+    import re
+    def csrf(page):
+        return re.search(r'name="(?:\\w+-)?csrf_token" type="hidden" value="([^"]+)"',
+                         page.get_data(as_text=True)).group(1)
+    client.post("/studio/login", data={"email": "editor@example.com",
+        "password": "correct horse", "csrf_token": csrf(client.get("/studio/login"))})
+    studio = client.post("/studio/titles/show", follow_redirects=True, data={
+        "upload-csrf_token": csrf(client.get("/studio/titles/show")),
+        "upload-file": (io.BytesIO(poster_bytes("S", "group", "warm")), "p.jpg"),
+        "upload-label": "group"}, content_type="multipart/form-data")
     app.extensions["keyart"].policy.stop()
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "cv2"))
     print(json.dumps({"decided": decided, "one": one, "clicked": clicked, "heavy": heavy,
-                      "uploaded": uploaded.status_code, "features": uploaded.json["features"]}))
+                      "uploaded": uploaded.status_code, "features": uploaded.json["features"],
+                      "studio": "Uploaded." in studio.get_data(as_text=True)}))
     """
 )
 
@@ -69,4 +80,5 @@ def test_serving_and_uploading_never_import_torch_in_the_web_process(
     assert decision["placeholder"]["blurhash"]
     assert out["one"]["artwork_id"] and out["clicked"] == 202
     assert out["uploaded"] == 201 and out["features"]["faces"] == "one"
+    assert out["studio"]  # an upload through the studio's form, too
     assert out["heavy"] == []
