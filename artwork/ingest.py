@@ -8,6 +8,7 @@ at reduced scale by libjpeg itself (`Image.draft`) and never held at full size.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 from collections.abc import Sequence
@@ -156,9 +157,11 @@ def decode(data: bytes, limits: IngestLimits, presets: Sequence[Preset] = ()) ->
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as error:
-        raise BadImage(
-            "undecodable_image", f"the {kind} image cannot be decoded: {error}"
-        ) from None
+        # Pillow names the in-memory file it was given ("<_io.BytesIO object at 0x…>"):
+        # noise to the editor, and a memory address to anyone.
+        detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error))
+        message = f"the {kind} image cannot be decoded: {detail}"
+        raise BadImage("undecodable_image", message) from None
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

@@ -96,6 +96,13 @@ def test_truncated_jpeg_is_refused() -> None:
     assert "truncated" in caught.value.message
 
 
+def test_a_header_pillow_cannot_identify_is_refused_in_plain_words() -> None:
+    with pytest.raises(BadImage) as caught:
+        decode(b"\xff\xd8\xff\xdb" + bytes(16), LIMITS)  # JPEG's magic, then nothing
+    assert caught.value.code == "undecodable_image"
+    assert caught.value.message == "the JPEG image cannot be decoded: cannot identify image file"
+
+
 @pytest.mark.parametrize("size", [(100_000, 100_000), (60_000, 1_000)])
 def test_pixel_limit_is_checked_from_the_header(size: tuple[int, int]) -> None:
     with pytest.raises(BadImage) as caught:
