@@ -76,6 +76,7 @@ def decisions() -> Response:
 
 
 _RESERVED = {"user", "rendition", "format", "defer_activation"}
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _scalar(raw: str) -> str | int | float:
@@ -92,7 +93,15 @@ def _scalar(raw: str) -> str | int | float:
 def one_title(title_id: str) -> tuple[Response, int]:
     """The same decision for one title, its context taken from the query string."""
     args = request.args
+    for key, values in args.lists():
+        if len(values) > 1:
+            raise ApiError(422, "invalid_request", f"query parameter {key!r} is given twice")
     context = {k: _scalar(v) for k, v in args.items() if k not in _RESERVED}
+    defer = args.get("defer_activation", "false").lower()
+    if defer not in _FLAGS:
+        raise ApiError(
+            422, "invalid_request", "defer_activation: one of true, false, 1, 0, yes, no"
+        )
     try:
         body = DecisionsRequest.model_validate(
             {
@@ -101,8 +110,7 @@ def one_title(title_id: str) -> tuple[Response, int]:
                 "user": args.get("user"),
                 "rendition": args.get("rendition"),
                 "format": args.get("format"),
-                "defer_activation": args.get("defer_activation", "false").lower()
-                in ("1", "true", "yes"),
+                "defer_activation": _FLAGS[defer],
             }
         )
     except ValidationError as error:

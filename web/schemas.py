@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
@@ -89,7 +90,8 @@ class DecisionsRequest(Strict):
     titles: list[Id] = Field(min_length=1, max_length=200)
     rendition: text(0, 64) | None = None
     format: Format | None = None
-    defer_activation: bool = False
+    # Strict: "yes" or 1 for a flag that decides whether learning happens is a client bug.
+    defer_activation: StrictBool = False
 
     _context = field_validator("context")(_check_context)
 
@@ -97,7 +99,8 @@ class DecisionsRequest(Strict):
 class EventIn(Strict):
     event_id: text(1, 64)
     type: text(1, 32)
-    value: float = 1.0
+    # A number, not its text or a bool; never negative, which would cancel other events out.
+    value: Annotated[float, Field(strict=True, ge=0)] = 1.0
 
     @field_validator("value")
     @classmethod

@@ -105,6 +105,14 @@ def test_one_title_from_query_parameters(
     assert client.get("/api/v1/titles/empty/artwork").json["error"]["code"] == "no_artwork"
     bad = client.get("/api/v1/titles/show/artwork?format=gif")
     assert bad.status_code == 422 and bad.json["error"]["message"].startswith("format")
+    twice = client.get("/api/v1/titles/show/artwork?segment=kids&segment=teens")
+    assert twice.status_code == 422 and "'segment' is given twice" in twice.json["error"]["message"]
+    vague = client.get("/api/v1/titles/show/artwork?defer_activation=maybe")
+    assert vague.status_code == 422
+    assert vague.json["error"]["message"].startswith("defer_activation")
+    deferred = client.get("/api/v1/titles/show/artwork?defer_activation=yes").json
+    logged = session.scalar(select(Decision).where(Decision.event_id == deferred["event_id"]))
+    assert logged.deferred and not logged.activated
 
 
 def test_format_is_negotiated_from_accept(client: FlaskClient, catalog: list[str]) -> None:
@@ -155,6 +163,8 @@ def test_same_user_gets_the_same_variant(
         ({"titles": ["show"], "user": ""}, 422, "user"),
         ({"titles": ["show"], "rendition": "poster-9000"}, 422, None),
         ({"titles": ["show"], "defer_activation": "maybe"}, 422, "defer_activation"),
+        ({"titles": ["show"], "defer_activation": "yes"}, 422, "defer_activation"),
+        ({"titles": ["show"], "defer_activation": 1}, 422, "defer_activation"),
         ({"titles": ["show"], "titels": ["x"]}, 422, "titels"),
         # PostgreSQL cannot store NUL; an unpaired surrogate is not UTF-8, and VW failed on it.
         ({"titles": ["sh\x00ow"]}, 422, "titles"),
@@ -229,6 +239,9 @@ def test_events_are_idempotent_and_checked(
                 {"event_id": event_id, "type": "purchase"},
                 {"event_id": event_id},
                 {"event_id": "never\x00issued", "type": "click"},
+                {"event_id": event_id, "type": "play", "value": "1.5"},
+                {"event_id": event_id, "type": "play", "value": True},
+                {"event_id": event_id, "type": "play", "value": -1},
             ]
         },
     )
@@ -239,6 +252,9 @@ def test_events_are_idempotent_and_checked(
         "accepted",
         "duplicate",
         "unknown_event",
+        "invalid",
+        "invalid",
+        "invalid",
         "invalid",
         "invalid",
         "invalid",
