@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,12 +133,35 @@ def _number(obj: Mapping[str, Any], key: str, line: int) -> float:
     return float(value)
 
 
+class _NotStrictJson(Exception):
+    """What json's hooks raise; `validate_line` adds the line number."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Python's json keeps only a repeated key's last value, but VW's parser reads every
+    # one (a second `_multi` adds actions), so what was validated would not be what VW sees.
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        repeated = next(key for key, n in Counter(key for key, _ in pairs).items() if n > 1)
+        raise _NotStrictJson(f"duplicate key {repeated!r}")
+    return obj
+
+
+def _constant(name: str) -> float:
+    # Python reads NaN and Infinity; JSON and VW's parser do not.
+    raise _NotStrictJson(f"{name} is not a JSON value")
+
+
 def validate_line(text: str, line: int) -> DsjsonLine:
     """Check that one line is a labelled cb_explore_adf DSJSON decision."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_object, parse_constant=_constant)
     except json.JSONDecodeError as error:
         raise DsjsonError(f"line {line}: not valid JSON ({error.msg})") from None
+    except _NotStrictJson as error:
+        raise DsjsonError(f"line {line}: {error}") from None
+    except RecursionError:
+        raise DsjsonError(f"line {line}: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise DsjsonError(f"line {line}: expected a JSON object")
     context = obj.get("c")
@@ -169,9 +193,12 @@ def validate_line(text: str, line: int) -> DsjsonLine:
         )
     if "p" in obj and (
         not isinstance(obj["p"], list)
-        or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in obj["p"])
+        or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in obj["p"]
+        )
     ):
-        raise DsjsonError(f"line {line}: p must be a list of numbers")
+        raise DsjsonError(f"line {line}: p must be a list of finite numbers")
     event_id = obj.get("EventId")
     timestamp = obj.get("Timestamp")
     return DsjsonLine(

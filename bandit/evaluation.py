@@ -13,6 +13,7 @@ otherwise, π_t being the prediction made before learning that event.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,10 +61,18 @@ class EvaluationConfig:
         for args in self.candidates:
             if "--cb_explore_adf" not in shlex.split(args):
                 raise ValueError(f"VW arguments {args!r} must include --cb_explore_adf")
-        if self.clip is not None and self.clip <= 0:
-            raise ValueError("clip must be positive")
+        if self.clip is not None and not 0 < self.clip < math.inf:
+            raise ValueError(f"clip must be a positive finite number, got {self.clip}")
         if self.interval not in ("normal", "bootstrap"):
             raise ValueError("interval must be 'normal' or 'bootstrap'")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+
+
+def _check_window(since: datetime | None, until: datetime | None) -> None:
+    # The window is [since, until): one that ends before it starts selects nothing.
+    if since is not None and until is not None and since >= until:
+        raise ValueError(f"since ({since}) must be before until ({until})")
 
 
 @dataclass
@@ -85,9 +94,23 @@ def logged_events(
 ) -> Iterator[LoggedEvent]:
     """Decisions in time order whose reward window has closed, joined to their rewards the
     way the learner joins them (a deferred decision counts only once its impression came;
-    late events never count; a single candidate is no choice and is left out)."""
-    now = now or utcnow()
-    horizon = now - timedelta(seconds=rewards.wait_seconds)
+    late events never count; a single candidate is no choice and is left out). A window
+    that ends before it starts is refused here, when called, not when first iterated."""
+    _check_window(since, until)
+    horizon = (now or utcnow()) - timedelta(seconds=rewards.wait_seconds)
+    return _logged_events(session, rewards, horizon, since, until, slot, segment, batch_size)
+
+
+def _logged_events(
+    session: Session,
+    rewards: RewardConfig,
+    horizon: datetime,
+    since: datetime | None,
+    until: datetime | None,
+    slot: str | None,
+    segment: str | None,
+    batch_size: int,
+) -> Iterator[LoggedEvent]:
     cursor = 0
     while True:
         query = (
@@ -147,10 +170,21 @@ def _log_from_events(events: Sequence[LoggedEvent], defaults: Mapping[str, str] 
     return _Log(lines, default_indexes)
 
 
-def _distribution(pairs: Sequence[tuple[int, float]], count: int) -> np.ndarray:
+def _action(index: int, line: DsjsonLine) -> int:
+    # VW reads some lines (a `_multi` inside a namespace, `_slots`) as more actions
+    # than the `c._multi` that was validated.
+    if not 0 <= index < line.actions:
+        raise DsjsonError(
+            f"line {line.line_number}: VW read more actions than the {line.actions} in c._multi"
+        )
+    return index
+
+
+def _distribution(pairs: Sequence[tuple[int, float]], line: DsjsonLine) -> np.ndarray:
+    count = line.actions
     out = np.zeros(count)
     for index, probability in pairs:
-        out[index] = probability
+        out[_action(index, line)] = probability
     total = out.sum()
     return out / total if total > 0 else np.full(count, 1 / count)
 
@@ -176,7 +210,7 @@ def progressive(args: str, lines: Sequence[DsjsonLine]) -> list[np.ndarray]:
     out = []
     for line in lines:
         pairs = workspace.predict_then_learn_one(_parse(parser, line))
-        out.append(_distribution(pairs, line.actions))
+        out.append(_distribution(pairs, line))
     return out
 
 
@@ -192,7 +226,7 @@ def progressive_reward_model(args: str, lines: Sequence[DsjsonLine]) -> list[np.
         scores = np.zeros(line.actions)
         # cb_adf scores are predicted costs; rewards are their negation.
         for index, score in workspace.predict_one(_parse(parser, line)):
-            scores[index] = -float(score)
+            scores[_action(index, line)] = -float(score)
         # Learn from a fresh parse: VW leaves state on examples it has predicted with that
         # corrupts interactions if the same objects are then learned from.
         workspace.learn_one(_parse(parser, line))
@@ -204,8 +238,7 @@ def snapshot_distributions(policy: Policy, lines: Sequence[DsjsonLine]) -> list[
     """The (fixed) distribution a loaded policy gives each event."""
     parser = vw.DSJsonFormatParser(policy.workspace)
     return [
-        _distribution(policy.workspace.predict_one(_parse(parser, line)), line.actions)
-        for line in lines
+        _distribution(policy.workspace.predict_one(_parse(parser, line)), line) for line in lines
     ]
 
 
@@ -377,7 +410,11 @@ def evaluate_events(
 ) -> dict[str, Any]:
     """Evaluate logged events; `defaults` maps a slot to its default action id (else the
     first candidate). With `by_slot`, the result also holds each slot's own evaluation
-    under `"groups"`."""
+    under `"groups"`. No events is an error: an empty selection has no estimates."""
+    if not events:
+        raise ValueError(
+            "no decisions in the selection (only decisions whose reward window has closed count)"
+        )
     groups: dict[str, list[int]] | None = None
     if by_slot:
         groups = {}
@@ -395,7 +432,11 @@ def save_evaluation(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Evaluation:
-    """Store an evaluation (the caller commits)."""
+    """Store an evaluation (the caller commits); one of no events, whose estimates are all
+    undefined, is refused."""
+    _check_window(since, until)
+    if not result["events"]:
+        raise ValueError("an evaluation of no decisions is not stored")
     evaluation = Evaluation(
         slot=slot,
         segment=segment,

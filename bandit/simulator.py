@@ -19,7 +19,7 @@ from bandit.features import Candidate
 from bandit.learner import RewardConfig, learn_once
 from bandit.log import DecisionRequest, Event, decide, record_events
 from bandit.snapshots import ServingPolicy
-from bandit.world import World
+from bandit.world import SEED_LIMIT, World
 
 BASELINES = ("uniform", "editor_default", "best_variant_in_hindsight", "thompson", "oracle")
 START = datetime(2026, 1, 1)
@@ -49,6 +49,8 @@ class SimulationConfig:
             raise ValueError("tail must be in (0, 1]")
         if self.reward_wait < 0 or self.seconds_per_decision <= 0:
             raise ValueError("reward_wait must be >= 0 and seconds_per_decision > 0")
+        if self.seed is not None and not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,15 @@ class SimulationResult:
         oracle_tail = float(np.mean(self.oracle_rates[start:]))
         rows = []
         for run in self.runs:
+            expected_tail = float(np.mean(run.expected[start:]))
             rows.append(
                 {
                     "policy": run.name,
                     "ctr_tail": float(np.mean(run.clicks[start:])),
-                    "expected_ctr_tail": float(np.mean(run.expected[start:])),
-                    "vs_oracle": float(np.mean(run.expected[start:])) / oracle_tail,
+                    "expected_ctr_tail": expected_tail,
+                    # Where even the oracle expects no click (a world whose rates underflow
+                    # to 0), every policy expects none either: each matches the oracle.
+                    "vs_oracle": expected_tail / oracle_tail if oracle_tail > 0 else 1.0,
                     "cumulative_regret": float(np.sum(self.oracle_rates - run.expected)),
                     "seconds": run.seconds,
                     **run.extra,

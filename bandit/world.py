@@ -10,12 +10,35 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from scipy.special import expit, logit
 
-Trait = bool | int | float | str
+# A change in the click logit past this already makes a click certain or impossible; with
+# numeric traits bounded too, every logit the click model adds up stays finite.
+MAX_LOGIT_CHANGE = 100.0
+MAX_TRAIT = 1e6
+# numpy's and Python's generators take any non-negative seed; this one fits a 64-bit int.
+SEED_LIMIT = 2**63
+
+
+def _bounded_trait(value: bool | int | float | str) -> bool | int | float | str:
+    if not isinstance(value, bool | str) and abs(value) > MAX_TRAIT:
+        raise ValueError(f"a numeric trait must lie within ±{MAX_TRAIT:g}")
+    return value
+
+
+Trait = Annotated[bool | int | float | str, AfterValidator(_bounded_trait)]
+LogitChange = Annotated[float, Field(ge=-MAX_LOGIT_CHANGE, le=MAX_LOGIT_CHANGE)]
 
 
 class WorldError(ValueError):
@@ -23,7 +46,8 @@ class WorldError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities (which TOML and Python's json read) would poison every rate.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Audience(_Strict):
@@ -36,14 +60,14 @@ class Audience(_Strict):
 
     name: str = Field(min_length=1, max_length=100)
     weight: float = Field(gt=0, description="share of traffic, relative to the others")
-    prefers: dict[str, float] = Field(default_factory=dict)
+    prefers: dict[str, LogitChange] = Field(default_factory=dict)
 
 
 class Variant(_Strict):
     id: str = Field(min_length=1, max_length=64)
     traits: dict[str, Trait] = Field(default_factory=dict)
     # A change in the click logit every viewer sees: a simply better (or worse) image.
-    appeal: float = 0.0
+    appeal: LogitChange = 0.0
 
 
 class WorldTitle(_Strict):
@@ -65,7 +89,7 @@ class WorldTitle(_Strict):
 
 
 class World(_Strict):
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
     segments: list[Audience] = Field(min_length=1)
     devices: list[Audience] = Field(min_length=1)
     countries: list[str] = Field(default_factory=lambda: ["US"], min_length=1)
@@ -80,6 +104,14 @@ class World(_Strict):
         ):
             if len(set(names)) != len(names):
                 raise ValueError(f"{field}: names must be unique")
+        for field, weights in (
+            ("titles", [t.weight for t in self.titles]),
+            ("segments", [s.weight for s in self.segments]),
+            ("devices", [d.weight for d in self.devices]),
+        ):
+            # Traffic is drawn with probabilities weight / total: the total must be finite.
+            if not math.isfinite(sum(weights)):
+                raise ValueError(f"{field}: weights must add up to a finite number")
         return self
 
     def click_rates(self) -> np.ndarray:
@@ -90,15 +122,16 @@ class World(_Strict):
         for s, segment in enumerate(self.segments):
             for d, device in enumerate(self.devices):
                 for t, title in enumerate(self.titles):
-                    base = math.log(title.base_rate / (1 - title.base_rate))
+                    base = logit(title.base_rate)
                     for v, variant in enumerate(title.variants):
-                        logit = (
+                        log_odds = (
                             base
                             + variant.appeal
                             + _liking(segment.prefers, variant.traits)
                             + _liking(device.prefers, variant.traits)
                         )
-                        rates[s, d, t, v] = 1 / (1 + math.exp(-logit))
+                        # expit, unlike 1 / (1 + exp(-x)), never overflows.
+                        rates[s, d, t, v] = expit(log_odds)
         return rates
 
 
@@ -136,13 +169,16 @@ def load_world(path: Path | str | None = None) -> World:
         return parse_world(json.loads(text))
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise WorldError(f"cannot read world file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise WorldError(f"world file {path} is not UTF-8 text") from None
+    kind = path.suffix[1:] or "JSON"
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise WorldError(
-            f"world file {path} is not valid {path.suffix[1:] or 'JSON'}: {error}"
-        ) from None
+        raise WorldError(f"world file {path} is not valid {kind}: {error}") from None
+    except RecursionError:
+        raise WorldError(f"world file {path} is not valid {kind}: nested too deeply") from None
     return parse_world(data)

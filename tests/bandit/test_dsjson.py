@@ -197,6 +197,49 @@ def test_malformed_lines_are_named(tmp_path: Path, bad: object, message: str) ->
         read_dsjson(path)
 
 
+def test_a_line_nested_too_deeply_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(f"{json.dumps(to_dsjson(GOOD))}\n{'[' * 100_000}{']' * 100_000}\n")
+    with pytest.raises(DsjsonError, match="line 2: JSON nested too deeply"):
+        read_dsjson(path)
+
+
+_GOOD_TEXT = json.dumps(to_dsjson(GOOD))
+_MULTI = json.dumps(to_dsjson(GOOD)["c"]["_multi"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Python's json keeps the last `_multi`; VW's parser reads both lists.
+        (
+            _GOOD_TEXT.replace('"_multi": ', f'"_multi": {_MULTI}, "_multi": ', 1),
+            "duplicate key '_multi'",
+        ),
+        (_GOOD_TEXT.replace('"_label_cost": -', '"_label_cost": NaN, "x": -', 1), "NaN is not"),
+        (_GOOD_TEXT.replace('"p": [', '"p": [1e999, ', 1), "p must be a list of finite numbers"),
+    ],
+)
+def test_json_python_reads_but_vw_does_not_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(f"{_GOOD_TEXT}\n{text}\n")
+    with pytest.raises(DsjsonError, match=f"line 2: {message}"):
+        read_dsjson(path)
+
+
+def test_actions_vw_reads_beyond_c_multi_are_named(tmp_path: Path) -> None:
+    # A `_multi` inside a namespace passes validation, but VW reads it as more actions.
+    line = to_dsjson(GOOD)
+    line["c"]["u"]["_multi"] = line["c"]["_multi"]
+    path = tmp_path / "log.json"
+    path.write_text(f"{_GOOD_TEXT}\n{json.dumps(line)}\n")
+    lines = read_dsjson(path)
+    with pytest.raises(DsjsonError, match=r"line 2: VW read more actions than the 3 in c\._multi"):
+        evaluate_dsjson(lines, EvaluationConfig(candidates=["--cb_explore_adf"]))
+
+
 def test_undecodable_bytes_are_named(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
     path.write_bytes(json.dumps(to_dsjson(GOOD)).encode() + b"\n\xff\xfe\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from sqlalchemy import func, select
 from bandit.evaluation import EvaluationConfig, evaluate_events, logged_events
 from bandit.learner import RewardConfig
 from bandit.models import Decision, PolicySnapshot, Reward
-from bandit.simulator import BASELINES, SimulationConfig, plot_regret, simulate
+from bandit.simulator import (
+    BASELINES,
+    PolicyRun,
+    SimulationConfig,
+    SimulationResult,
+    plot_regret,
+    simulate,
+)
 from bandit.world import World, WorldError, load_world, parse_world
 from tests.helpers import runtime
 
@@ -41,6 +49,12 @@ TINY_WORLD = {
 }
 
 
+def _title(**variant: object) -> dict:
+    """TINY_WORLD's first title with `variant`'s fields set on its first variant."""
+    title = TINY_WORLD["titles"][0]
+    return {**title, "variants": [{**title["variants"][0], **variant}, *title["variants"][1:]]}
+
+
 def test_the_default_world_ships_and_has_the_promised_structure() -> None:
     world = load_world()
     rates = world.click_rates()
@@ -59,6 +73,21 @@ def test_the_default_world_ships_and_has_the_promised_structure() -> None:
         ({"titles": [{**TINY_WORLD["titles"][0], "default": 9}]}, "default: 9"),
         ({"devices": [{"name": "tv", "weight": -1}]}, "devices.0.weight"),
         ({"colour": "red"}, "colour"),
+        # Numbers that used to overflow, reach numpy as NaN, or end up in the output.
+        ({"titles": [_title(appeal=-1e308)]}, "titles.0.variants.0.appeal: Input should be"),
+        ({"titles": [_title(appeal=math.nan)]}, "titles.0.variants.0.appeal: Input should be"),
+        ({"titles": [_title(traits={"x": 1e308})]}, "titles.0.variants.0.traits.x"),
+        (
+            {"segments": [{"name": "a", "weight": 1, "prefers": {"x": math.nan}}]},
+            "segments.0.prefers.x",
+        ),
+        ({"segments": [{"name": "a", "weight": math.inf}]}, "segments.0.weight"),
+        (
+            {"devices": [{"name": "tv", "weight": 1e308}, {"name": "mobile", "weight": 1e308}]},
+            "devices: weights must add up to a finite number",
+        ),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"seed": 2**63}, "seed: Input should be less than"),
     ],
 )
 def test_world_errors_name_the_field(change: dict, field: str) -> None:
@@ -77,6 +106,46 @@ def test_world_files_load_from_json_and_toml(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(WorldError, match="not valid json"):
         load_world(tmp_path / "broken.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"seed": "\xe9"}')
+    with pytest.raises(WorldError, match=r"latin1\.json is not UTF-8 text"):
+        load_world(tmp_path / "latin1.json")
+
+
+@pytest.mark.parametrize(("name", "prefix"), [("deep.json", ""), ("deep.toml", "a = ")])
+def test_a_world_file_nested_too_deeply_is_a_world_error(
+    tmp_path: Path, name: str, prefix: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(f"{prefix}{'[' * 100_000}{']' * 100_000}\n")
+    with pytest.raises(WorldError, match=f"{name} is not valid {name[-4:]}: nested too deeply"):
+        load_world(path)
+
+
+def test_extreme_valid_worlds_have_click_rates_in_0_1() -> None:
+    # The smallest base rate and appeal a world allows, and the largest liking.
+    title = {**_title(appeal=-100.0), "base_rate": 1e-320}
+    rare = parse_world({**TINY_WORLD, "titles": [title]})
+    likes = {"name": "fans", "weight": 1, "prefers": {"x": 100.0}}
+    hates = {"name": "haters", "weight": 1, "prefers": {"x": -100.0}}
+    strong = parse_world(
+        {**TINY_WORLD, "segments": [likes, hates], "titles": [_title(traits={"x": 1e6})]}
+    )
+    for world in (rare, strong):
+        rates = world.click_rates()[:, :, 0, :]
+        assert np.all((rates >= 0) & (rates <= 1))
+    assert rare.click_rates()[0, 0, 0, 0] == 0.0
+
+
+def test_a_world_where_no_click_is_possible_summarises_without_dividing_by_zero() -> None:
+    never = np.zeros(50)
+    result = SimulationResult([PolicyRun("uniform", never, never)], never, tail=0.2)
+    assert result.summary()[0]["vs_oracle"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_traffic_seed_out_of_range_is_refused(seed: int) -> None:
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+        SimulationConfig(seed=seed)
 
 
 def test_simulation_runs_the_real_loop_and_learns(app: Flask, tmp_path: Path) -> None:
