@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from web.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -31,18 +33,71 @@ def _settings() -> Settings:
 
 
 @contextmanager
-def _sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    """Sessions on the configured database, its connections closed when the command ends."""
+def _sessions(settings: Settings, require_schema: bool = True) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database, its connections closed when the command ends.
+    With `require_schema`, first stop unless the database has been migrated."""
     from web.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings.database_url)
     try:
+        if require_schema:
+            _require_schema(engine)
         yield make_sessionmaker(engine)
     finally:
         engine.dispose()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _require_schema(engine: Engine) -> None:
+    """Stop with a message if the database lacks keyart's schema or is behind it, rather than
+    fail on the first missing table or column. A database ahead of this keyart's migrations
+    (a newer release shares it) is let through."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from web.db import alembic_config
+
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    where = engine.url.render_as_string(hide_password=True)
+    scripts = ScriptDirectory.from_config(alembic_config(where))  # only read, never run
+    known = {script.revision for script in scripts.walk_revisions()}
+    if not current:
+        raise click.ClickException(
+            f"the database at {where} has no keyart schema: run `keyart db upgrade`"
+        )
+    if current <= known and current != set(scripts.get_heads()):
+        raise click.ClickException(
+            f"the database at {where} is at an older schema ({', '.join(sorted(current))}): "
+            "run `keyart db upgrade`"
+        )
+
+
+class _Commands(click.Group):
+    """keyart's command group: a database or file system failure in any command ends it
+    with a one-line error and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as error:
+            # A driver's message (e.g. psycopg's "connection refused") without SQLAlchemy's
+            # SQL, parameters and link, which run over several lines.
+            reason = (error.orig if isinstance(error, DBAPIError) else None) or error
+            raise click.ClickException(f"database error: {_first_line(reason)}") from None
+        except BrokenPipeError:
+            raise  # click's own handling: standard output went away
+        except OSError as error:
+            if error.filename is not None and error.strerror:
+                raise click.ClickException(f"{error.filename}: {error.strerror}") from None
+            raise click.ClickException(_first_line(error)) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """keyart: personalised artwork, chosen by a contextual bandit."""
 
@@ -92,7 +147,9 @@ def learn(once: bool) -> None:
     signal.signal(signal.SIGINT, _stop)
     every, wait = settings.learn_interval_seconds, settings.reward_wait
     click.echo(f"learning every {every:g}s (reward wait {wait:g}s)")
-    with _sessions(settings) as sessions:
+    # No schema check: the long-running learner (the one `keyart serve` starts) rides out a
+    # database that is down or not yet migrated, logging each failed pass and trying again.
+    with _sessions(settings, require_schema=False) as sessions:
         learn_forever(sessions, settings.vw_args, rewards, every, lambda: stopping)
 
 
@@ -281,17 +338,16 @@ def export(
     rewards = settings.reward_config()
     partial = path.with_name(path.name + ".partial")
     try:
-        with (
-            _sessions(settings) as sessions,
-            sessions() as session,
-            partial.open("w", encoding="utf-8") as out,
-        ):
-            written = write_dsjson(
-                logged_events(
+        with _sessions(settings) as sessions, sessions() as session:
+            try:
+                # Checks its arguments when called, before any file is opened.
+                events = logged_events(
                     session, rewards, since=since, until=until, slot=title, segment=segment
-                ),
-                out,
-            )
+                )
+            except ValueError as error:
+                raise click.ClickException(str(error)) from None
+            with partial.open("w", encoding="utf-8") as out:
+                written = write_dsjson(events, out)
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise click.ClickException(f"cannot write {path}: {error.strerror}") from None
@@ -435,6 +491,8 @@ def _default_artworks(session: Any) -> dict[str, str]:
 
 
 def _evaluation_table(result: dict[str, Any]) -> str:
+    if not result["events"]:
+        return "0 events: nothing to estimate"
     lines = [
         f"{result['events']} events ({result['interval']} intervals"
         + (f", weights clipped at {result['clip']:g}" if result.get("clip") else "")

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
 from artwork.embedding import BACKBONES
 from artwork.ingest import IngestLimits
 from artwork.pipeline import PipelineConfig
@@ -27,6 +30,15 @@ from bandit.learner import RewardConfig
 DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb"
 # The full command line: exploration, then interactions and hash bits from FeatureConfig.
 DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())
+
+
+# Bounds of KEYART_POLICY_POLL and KEYART_LEARN_INTERVAL, in seconds.
+MIN_INTERVAL = 0.05
+MAX_INTERVAL = 24 * 3600.0
+# (backend, driver) pairs keyart runs on: the URL schemes sqlite:// and postgresql+psycopg://.
+DATABASE_DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg")}
+# Longest reward window: datetimes a window further back than this overflow soon after.
+MAX_REWARD_WAIT = 365 * 24 * 3600.0
 
 
 class ConfigError(ValueError):
@@ -93,12 +105,23 @@ class Settings:
         # Absolute from here on: Flask resolves relative file paths against its package.
         object.__setattr__(self, "var_dir", Path(self.var_dir).resolve())
         object.__setattr__(self, "media_dir", Path(self.media_dir).resolve())
-        if self.reward_wait < 0:
-            raise ConfigError("KEYART_REWARD_WAIT must be zero or more seconds")
+        # Written as `not (low <= x <= high)`, so NaN (false in every comparison) fails too.
+        if not (0 <= self.reward_wait <= MAX_REWARD_WAIT):
+            raise ConfigError(
+                f"KEYART_REWARD_WAIT must be from 0 to {MAX_REWARD_WAIT:.0f} seconds (a year)"
+            )
         if self.max_upload_bytes <= 0:
             raise ConfigError("KEYART_MAX_UPLOAD_BYTES must be a positive number of bytes")
-        if self.policy_poll_seconds <= 0:
-            raise ConfigError("KEYART_POLICY_POLL must be a positive number of seconds")
+        # Under the least interval the poller and the learner would spin; over a day, a new
+        # policy or a decision's reward would wait longer than anyone means to.
+        if not (MIN_INTERVAL <= self.policy_poll_seconds <= MAX_INTERVAL):
+            raise ConfigError(
+                f"KEYART_POLICY_POLL must be from {MIN_INTERVAL:g} to {MAX_INTERVAL:g} seconds"
+            )
+        if not (MIN_INTERVAL <= self.learn_interval_seconds <= MAX_INTERVAL):
+            raise ConfigError(
+                f"KEYART_LEARN_INTERVAL must be from {MIN_INTERVAL:g} to {MAX_INTERVAL:g} seconds"
+            )
         if "--cb_explore_adf" not in shlex.split(self.vw_args):
             raise ConfigError("KEYART_VW_ARGS must include --cb_explore_adf")
         if self.max_pixels <= 0:
@@ -108,8 +131,9 @@ class Settings:
                 "KEYART_MIN_SIDE must be a positive number of pixels, its square within "
                 "KEYART_MAX_PIXELS"
             )
-        if self.pipeline_timeout <= 0:
-            raise ConfigError("KEYART_PIPELINE_TIMEOUT must be a positive number of seconds")
+        # An upload request waits this long for its pipeline: an hour is already far too long.
+        if not (0 < self.pipeline_timeout <= 3600):
+            raise ConfigError("KEYART_PIPELINE_TIMEOUT must be over 0 and at most 3600 seconds")
         if self.embedding_backbone not in BACKBONES:
             raise ConfigError(
                 f"KEYART_EMBEDDING_BACKBONE must be one of {', '.join(sorted(BACKBONES))}, "
@@ -120,22 +144,24 @@ class Settings:
                 f"KEYART_EMBEDDING_WEIGHTS names {str(self.embedding_weights)!r}, "
                 "which is not a readable file"
             )
-        if not math.isfinite(self.reward_wait):
-            raise ConfigError("KEYART_REWARD_WAIT must be a finite number of seconds")
         if self.reward_aggregation not in ("sum", "max"):
             raise ConfigError("KEYART_REWARD_AGGREGATION must be 'sum' or 'max'")
-        if not (math.isfinite(self.reward_settle) and self.reward_settle >= 0):
-            raise ConfigError("KEYART_REWARD_SETTLE must be zero or more seconds")
+        if not (0 <= self.reward_settle <= 3600):
+            raise ConfigError("KEYART_REWARD_SETTLE must be from 0 to 3600 seconds")
         if self.decision_commit_max < 1:
             raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
-        if not (math.isfinite(self.decision_commit_delay) and 0 <= self.decision_commit_delay <= 1):
+        if not (0 <= self.decision_commit_delay <= 1):
             raise ConfigError("KEYART_DECISION_COMMIT_DELAY must be from 0 to 1 second")
-        if not 0.0 <= self.probability_floor < 0.5:
+        if not (0.0 <= self.probability_floor < 0.5):
             raise ConfigError("KEYART_PROBABILITY_FLOOR must be at least 0 and below 0.5")
         if self.apprentice_examples < 0:
             raise ConfigError("KEYART_APPRENTICE_EXAMPLES must be zero or more")
-        if not self.sticky_period_seconds > 0:
-            raise ConfigError("KEYART_STICKY_PERIOD must be a positive number of seconds")
+        # The draw's seed counts periods since 1970: a tiny period overflows that count.
+        if not (1 <= self.sticky_period_seconds < math.inf):
+            raise ConfigError("KEYART_STICKY_PERIOD must be a finite number of seconds, at least 1")
+        _check_directory("KEYART_VAR_DIR", self.var_dir)
+        _check_directory("KEYART_MEDIA_DIR", self.media_dir)
+        _check_database_url(self.database_url)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         return replace(self, **overrides)
@@ -176,9 +202,12 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def _presets(env: Mapping[str, str]) -> tuple[Preset, ...]:
@@ -214,6 +243,44 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
 
 
+def _check_directory(name: str, path: Path) -> None:
+    """Raise unless `path` is a directory, or could be made one: a regular file there (or
+    where a parent should be) would fail only later, at the first write under it."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ConfigError(f"{name}: {str(existing)!r} is a file, not a directory")
+            return
+
+
+def _check_database_url(url: str) -> None:
+    """Raise unless `url` names a database keyart runs on, through a driver that loads: the
+    decision log and the pool are written for pysqlite and psycopg 3 (not psycopg2, nor an
+    asyncio driver, which would fail only at the first query)."""
+    name = "KEYART_DATABASE_URL"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL") from None
+    wrong = f"{name} must be an sqlite:/// or postgresql+psycopg:// URL, got {parsed.drivername!r}"
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(wrong)
+    try:
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()
+    except (NoSuchModuleError, ImportError) as error:
+        raise ConfigError(
+            f"{name}: the {parsed.drivername!r} driver cannot be loaded: {error}"
+        ) from None
+    if (dialect.name, dialect.driver) not in DATABASE_DRIVERS or dialect.is_async:
+        raise ConfigError(wrong)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = Path(parsed.database)
+        if database.is_dir():
+            raise ConfigError(f"{name}: {parsed.database!r} is a directory, not a database file")
+        _check_directory(name, database.parent)
+
+
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
     """KEYART_SECRET_KEY, or one generated once and kept in the var directory."""
     key = env.get("KEYART_SECRET_KEY", "")
@@ -236,14 +303,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     var_dir = Path(env.get("KEYART_VAR_DIR") or "var")
     url = env.get("KEYART_DATABASE_URL", "")
-    if url and not url.startswith(("sqlite://", "postgresql")):
-        raise ConfigError(
-            "KEYART_DATABASE_URL must be an sqlite:/// or postgresql+psycopg:// URL, "
-            f"got {url.split(':', 1)[0]!r}"
-        )
     if url.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; SQLAlchemy's bare scheme means psycopg2.
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    # Before the secret key, which may be written there.
+    _check_directory("KEYART_VAR_DIR", var_dir)
     media = env.get("KEYART_MEDIA_DIR")
     return Settings(
         var_dir=var_dir,
@@ -251,7 +315,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         media_dir=Path(media) if media else Path(),
         secret_key=_secret_key(env, var_dir),
         reward_wait=_number(env, "KEYART_REWARD_WAIT", 600.0),
-        max_upload_bytes=int(_number(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)),
+        max_upload_bytes=_integer(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024),
         policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),
         learn_interval_seconds=_number(env, "KEYART_LEARN_INTERVAL", 10.0),
         presets=_presets(env),

@@ -123,6 +123,15 @@ def test_export_then_evaluate_the_dsjson_file(
     assert len(lines) == N
     first = json.loads(lines[0])
     assert first["_label_Action"] == first["_labelIndex"] + 1
+    backwards = tmp_path / "backwards.json"
+    refused = runner.invoke(
+        main,
+        ["export", "--dsjson", str(backwards), "--since", "2026-03-02", "--until", "2026-03-01"],
+        env=cli_env,
+    )
+    assert refused.exit_code == 1 and "must be before until" in refused.output
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    assert list(tmp_path.glob("backwards.json*")) == []  # not even a partial file
 
     args = "--cb_explore_adf --epsilon 0.1 -q ua"
     result = runner.invoke(
@@ -154,6 +163,8 @@ def test_evaluate_refuses_bad_arguments(cli_env: dict[str, str], tmp_path: Path)
     # Strict JSON: an empty log's undefined estimates are null, not NaN.
     logged = json.loads(empty.output, parse_constant=pytest.fail)["policies"][0]
     assert logged["estimates"]["on_policy"]["value"] is None
+    table = runner.invoke(main, ["evaluate", "--dsjson", str(path)], env=cli_env)
+    assert table.exit_code == 0 and table.output.strip() == "0 events: nothing to estimate"
     bogus = runner.invoke(
         main,
         ["evaluate", "--dsjson", str(path), "--vw-args", "--cb_explore_adf --bogus"],
