@@ -230,6 +230,9 @@ def set_default_artwork(session: Session, title_id: str, artwork_id: str) -> Tit
         raise Conflict(
             "artwork_of_other_title", f"artwork {artwork_id} belongs to {artwork.title_id!r}"
         )
+    # A paused variant may be the default (it can be resumed); an archived one is retired.
+    if artwork.status == "archived":
+        raise Conflict("artwork_archived", f"artwork {artwork_id} is archived")
     title.default_artwork_id = artwork.id
     session.flush()
     return title

@@ -186,6 +186,11 @@ def test_patch_status_and_default_artwork(
         "/api/v1/titles/other/default-artwork", json={"artwork_id": first}, headers=editor_headers
     )
     assert response.status_code == 409
+    client.patch(f"/api/v1/artworks/{first}", json={"status": "archived"}, headers=editor_headers)
+    response = client.put(
+        "/api/v1/titles/show/default-artwork", json={"artwork_id": first}, headers=editor_headers
+    )
+    assert response.status_code == 409 and response.json["error"]["code"] == "artwork_archived"
 
 
 def test_policy_endpoint(client: FlaskClient, editor_headers: dict[str, str]) -> None:
