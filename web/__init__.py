@@ -81,9 +81,14 @@ def create_app(
     @app.before_request
     def _refuse_unstorable_text() -> None:
         # Path segments, query values and form fields reach SQL as text (JSON bodies are
-        # checked by their schemas): see `web.schemas.storable`.
-        fields = [("the URL path", request.path)]
-        fields += [(f"query parameter {k!r}", k + v) for k, v in request.args.items(multi=True)]
+        # checked by their schemas): see `web.schemas.storable`. The path arrives decoded
+        # and the query still percent-encoded, so most requests are cleared without parsing
+        # either (an encoded surrogate decodes to U+FFFD, which is storable).
+        fields = []
+        if "\x00" in request.path:
+            fields.append(("the URL path", request.path))
+        if b"%00" in request.query_string:
+            fields += [(f"query parameter {k!r}", k + v) for k, v in request.args.items(multi=True)]
         if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
             fields += [(f"form field {k!r}", k + v) for k, v in request.form.items(multi=True)]
         for what, value in fields:
