@@ -14,7 +14,6 @@ from artwork.isolation import shared_pipeline_process
 from artwork.store import BlobStore
 from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
-from web import metrics
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
 from web.errors import ApiError
@@ -96,6 +95,10 @@ def create_app(
                 storable(value)
             except ValueError as error:
                 raise ApiError(400, "invalid_request", f"{what} {error}") from None
+
+    # Imported here, not at the top: `keyart serve` must set PROMETHEUS_MULTIPROC_DIR before
+    # prometheus_client makes any metric, and it imports this package first.
+    from web import metrics
 
     @app.teardown_request
     def _observe_latency(_exc: BaseException | None) -> None:
