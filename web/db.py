@@ -83,10 +83,13 @@ def plain_reads(engine: Engine) -> Iterator[Any]:
     read is one round trip, with no BEGIN or ROLLBACK. A driver error is raised as
     `ReadUnavailable`, and the connection is discarded rather than pooled again.
     """
-    connection = engine.raw_connection()
+    errors = engine.dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except (errors, exc.TimeoutError) as error:  # down, full, or the pool is exhausted
+        raise ReadUnavailable(f"the database did not answer ({type(error).__name__})") from error
     driver: Any = connection.driver_connection
     postgres = engine.dialect.name == "postgresql"
-    errors = engine.dialect.loaded_dbapi.Error
     try:
         if postgres:
             driver.autocommit = True

@@ -136,5 +136,11 @@ def test_a_catalog_that_never_holds_still_or_cannot_be_read_answers_503(
     answer = client.post("/api/v1/decisions", json=ask)
     assert answer.status_code == 503
     assert answer.json["error"]["code"] == "catalog_unavailable"
+    # A server that cannot even be connected to (nothing listens on port 1).
+    rt.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    answer = client.post("/api/v1/decisions", json={"titles": ["not-cached-yet"]})
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "catalog_unavailable"
+    rt.engine.dispose()
     rt.engine = working
     broken.dispose()
