@@ -42,7 +42,8 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
     """One decision object per requested title, in the request's order; a title that cannot
     be served gets an `error` of its own and does not fail the others. The decisions are
     durable (group-committed) before this returns, and were made with the catalog as it
-    was when they were committed (see `web.serving_catalog`)."""
+    was when they were committed (see `web.serving_catalog`). A decision is answered if and
+    only if it was logged."""
     log = runtime.decision_log
     for attempt in range(_ATTEMPTS):
         # Read afresh when the last attempt was refused, or the log's writer has already
@@ -54,9 +55,14 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
         )
         try:
             catalog, version = runtime.catalog.titles(runtime.engine, page.titles, fresh=fresh)
+            decisions = _decide(runtime, page, catalog)
+            # Read before the decisions are logged: once they are, nothing may fail, or a
+            # logged decision would be answered as an error (and learned as never clicked).
+            images = runtime.catalog.image(
+                runtime.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+            )
         except ReadUnavailable as error:
             raise ApiError(503, "catalog_unavailable", str(error)) from None
-        decisions = _decide(runtime, page, catalog)
         if log is None:
             with runtime.sessions() as session:
                 store_candidate_sets(session, decisions)
@@ -74,12 +80,6 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
         raise ApiError(
             503, "catalog_changing", "the catalog kept changing while deciding; try again"
         )
-    try:
-        images = runtime.catalog.image(
-            runtime.engine, [d.chosen_id for d in decisions], page.rendition, page.format
-        )
-    except ReadUnavailable as error:
-        raise ApiError(503, "catalog_unavailable", str(error)) from None
     return _answers(runtime, page, catalog, decisions, images)
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from artwork.models import CatalogVersion, Rendition
 from bandit.decision_log import GroupCommitLog
+from bandit.models import Decision
 from tests.helpers import poster_bytes, runtime, upload
 from web.db import make_engine
 from web.serving_catalog import ServingCatalog
@@ -133,14 +134,38 @@ def test_a_catalog_that_never_holds_still_or_cannot_be_read_answers_503(
     rt.decision_log = steady
     broken = make_engine(f"sqlite:///{tmp_path / 'no-catalog.db'}")  # no tables at all
     rt.engine, working = broken, rt.engine
-    answer = client.post("/api/v1/decisions", json=ask)
+    answer = client.post("/api/v1/decisions", json={"titles": ["not-cached"]})
     assert answer.status_code == 503
     assert answer.json["error"]["code"] == "catalog_unavailable"
     # A server that cannot even be connected to (nothing listens on port 1).
     rt.engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
-    answer = client.post("/api/v1/decisions", json={"titles": ["not-cached-yet"]})
+    answer = client.post("/api/v1/decisions", json={"titles": ["not-cached-either"]})
     assert answer.status_code == 503
     assert answer.json["error"]["code"] == "catalog_unavailable"
     rt.engine.dispose()
     rt.engine = working
     broken.dispose()
+
+
+def test_a_decision_is_answered_if_and_only_if_it_was_logged(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str], session: Session
+) -> None:
+    # Renditions are cached for a while; when that runs out on a request whose database
+    # then fails, the decision must not have been logged (it was, and then answered 503: the
+    # learner counted a variant nobody saw as unclicked, and the retry logged another).
+    _title(client, editor_headers, "d")
+    rt = runtime(app)
+    rt.catalog = ServingCatalog(rendition_ttl_seconds=0)  # renditions read on every request
+    ask = {"titles": ["d"]}
+    assert client.post("/api/v1/decisions", json=ask).status_code == 200
+    logged = session.scalar(select(func.count()).select_from(Decision))
+    rt.engine, working = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none"), rt.engine
+    try:
+        answer = client.post("/api/v1/decisions", json=ask)
+    finally:
+        rt.engine.dispose()
+        rt.engine = working
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "catalog_unavailable"
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Decision)) == logged
