@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from markupsafe import escape
 from pydantic import ValidationError
+from sqlalchemy import exc
 from werkzeug.exceptions import HTTPException
 
 from artwork.errors import ArtworkError
@@ -69,6 +70,20 @@ def init_app(app: Flask) -> None:
         response, status = error_response(error.code or 500, code, error.description or "")
         if error.code == 405 and hasattr(error, "valid_methods") and error.valid_methods:
             response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response, status
+
+    # The database cannot be reached, dropped the connection, or the pool has none to
+    # spare: the client may retry, so 503, not 500. (Refused writes, such as a constraint
+    # violation, are not among these and stay the request's own error.)
+    @app.errorhandler(exc.OperationalError)
+    @app.errorhandler(exc.InterfaceError)
+    @app.errorhandler(exc.TimeoutError)
+    def _database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
+        log.warning("database unavailable: %s", str(error).splitlines()[0] if str(error) else error)
+        response, status = error_response(
+            503, "database_unavailable", "the database is unavailable; try again shortly"
+        )
+        response.headers["Retry-After"] = "1"
         return response, status
 
     @app.errorhandler(Exception)

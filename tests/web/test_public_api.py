@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from bandit.models import Decision, Reward
 from tests.helpers import poster_bytes, runtime, upload
 from web import create_app
+from web.db import make_engine, make_sessionmaker
 
 
 @pytest.fixture
@@ -319,3 +320,33 @@ def test_relative_media_dir_serves_files(
         assert (tmp_path / "relative-media").is_dir()
     finally:
         app.extensions["keyart"].engine.dispose()
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_to_retry(
+    app: Flask, client: FlaskClient, catalog: list[str], editor_headers: dict[str, str]
+) -> None:
+    rt = runtime(app)
+    decided = client.post("/api/v1/decisions", json={"titles": ["show"]}).json["decisions"][0]
+    unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    rt.sessions, working = make_sessionmaker(unreachable), rt.sessions
+    try:
+        for method, url, body in (
+            (
+                "post",
+                "/api/v1/events",
+                {"events": [{"event_id": decided["event_id"], "type": "click"}]},
+            ),
+            ("get", "/api/v1/titles", None),
+        ):
+            answer = getattr(client, method)(url, json=body, headers=editor_headers)
+            assert answer.status_code == 503, (url, answer.json)
+            assert answer.json["error"]["code"] == "database_unavailable"
+            assert answer.headers["Retry-After"] == "1"
+    finally:
+        rt.sessions = working
+        unreachable.dispose()
+    # And once it is back, the same event is taken: nothing of the failed attempt remains.
+    again = client.post(
+        "/api/v1/events", json={"events": [{"event_id": decided["event_id"], "type": "click"}]}
+    )
+    assert again.json["events"][0]["status"] == "accepted"
