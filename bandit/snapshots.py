@@ -97,14 +97,24 @@ class ServingPolicy:
         self._stop = threading.Event()
         self._refresh_lock = threading.Lock()
         self.current = Policy(vw_args)
-        self.refresh()
+        # Whether the log's newest snapshot has been looked for yet. A process may start
+        # while the database is down (it must not fail to boot, or gunicorn gives up on the
+        # whole server); until the poller reaches the database it retries every second, and
+        # `/readyz` says the process is not ready.
+        self.loaded = False
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("no policy loaded yet: the snapshot could not be read")
 
     def refresh(self) -> bool:
         """Load the newest snapshot if it is newer than the current one; True if swapped."""
         with self._refresh_lock, self._session_factory() as session:
             if latest_version(session) <= self.current.version:
+                self.loaded = True
                 return False
             policy, snapshot = load_latest(session, self._vw_args)
+            self.loaded = True
             if snapshot is None or policy.version <= self.current.version:
                 return False
             self.current = policy
@@ -126,7 +136,7 @@ class ServingPolicy:
             thread.join(timeout)
 
     def _poll(self) -> None:
-        while not self._stop.wait(self._poll_seconds):
+        while not self._stop.wait(self._poll_seconds if self.loaded else 1.0):
             try:
                 self.refresh()
             except Exception:  # a database blip must not kill the poller

@@ -29,7 +29,10 @@ def readyz() -> Response:
         raise ApiError(
             503, "database_unreachable", f"database not reachable: {type(error).__name__}"
         ) from None
-    return jsonify({"status": "ready", "policy_version": runtime().policy.current.version})
+    policy = runtime().policy
+    if not policy.loaded:
+        raise ApiError(503, "policy_not_loaded", "the policy snapshot has not been read yet")
+    return jsonify({"status": "ready", "policy_version": policy.current.version})
 
 
 @bp.get("/metrics")

@@ -18,6 +18,7 @@ from bandit.snapshots import ServingPolicy, load_latest
 from tests.bandit.world import catalog, weights, write_log
 from tests.helpers import runtime
 from web.config import DEFAULT_VW_ARGS
+from web.db import make_engine, make_sessionmaker
 
 
 def _learn(session: Session, seed: int) -> int:
@@ -82,3 +83,29 @@ def test_corrupt_snapshot_falls_back_to_the_previous_one(app: Flask, session: Se
         session, DEFAULT_VW_ARGS, RewardConfig(wait_seconds=600.0), now=utcnow() + timedelta(days=1)
     )
     assert resumed.learned == 150
+
+
+def test_a_process_starts_while_the_database_is_down_and_loads_the_policy_after(
+    app: Flask, session: Session
+) -> None:
+    version = _learn(session, 5)
+    unreachable = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    database = [make_sessionmaker(unreachable)]  # which database the sessions reach, for now
+    serving = ServingPolicy(lambda: database[0](), DEFAULT_VW_ARGS, poll_seconds=3600)
+    # It started (a gunicorn worker that cannot boot takes the whole server down with it),
+    # with no policy yet, and says so.
+    assert not serving.loaded and serving.current.version == 0
+    client = app.test_client()
+    runtime(app).policy, kept = serving, runtime(app).policy
+    try:
+        answer = client.get("/readyz")
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "policy_not_loaded"
+        serving.start()
+        database[0] = runtime(app).sessions  # the database is back
+        # Retried every second until it gets through, not every poll interval (an hour).
+        assert _wait_for(lambda: serving.current.version == version, timeout=10)
+        assert serving.loaded and client.get("/readyz").status_code == 200
+    finally:
+        serving.stop()
+        runtime(app).policy = kept
+        unreachable.dispose()
