@@ -33,6 +33,10 @@ def create_app(
         SECRET_KEY=settings.secret_key,
         # Flask refuses a longer body from its Content-Length, before reading it.
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 64 * 1024,
+        # The studio's cookie is not sent with other sites' cross-site posts at all (its
+        # forms carry CSRF tokens as well). Not `Secure`: keyart may be served over plain
+        # HTTP behind a proxy that terminates TLS.
+        SESSION_COOKIE_SAMESITE="Lax",
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,10 @@ from web.models import Editor
 from web.state import db
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A studio sign-in lasts this long however active it is: the session lives only in the
+# signed cookie, so a copied cookie cannot be revoked before then (not even by signing out).
+STUDIO_SESSION_SECONDS = 12 * 3600
 
 
 def token_hash(token: str) -> str:
@@ -45,32 +50,66 @@ def create_editor(
     return editor, token
 
 
+@functools.cache
+def _nobodys_password_hash() -> str:
+    """A hash made as `create_editor` makes them, of a password nobody knows."""
+    return generate_password_hash(secrets.token_urlsafe(32))
+
+
 def check_password(session: Session, email: str, password: str) -> Editor | None:
     editor = session.scalar(select(Editor).where(Editor.email == email.strip().lower()))
-    if editor is None or not editor.password_hash:
-        return None
-    return editor if check_password_hash(editor.password_hash, password) else None
+    stored = editor.password_hash if editor is not None else ""
+    # Hash the password even when there is nothing to check it against: answering an unknown
+    # email sooner than a wrong password would tell anyone which emails are editors'.
+    matches = check_password_hash(stored or _nobodys_password_hash(), password)
+    return editor if stored and matches else None
 
 
-def current_editor() -> Editor | None:
-    """The editor behind this request's bearer token or studio session, if any."""
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return db().scalar(
-            select(Editor).where(Editor.token_hash == token_hash(header[7:].strip()))
-        )
+def _password_fingerprint(editor: Editor) -> str:
+    # Changing an editor's password changes this, which ends their studio sessions.
+    return hashlib.sha256(editor.password_hash.encode()).hexdigest()[:32]
+
+
+def start_studio_session(editor: Editor) -> None:
+    """Sign `editor` in to the studio, in a fresh session."""
+    session.clear()
+    session["editor_id"] = editor.id
+    session["password_fingerprint"] = _password_fingerprint(editor)
+    session["signed_in_at"] = int(time.time())
+
+
+def studio_editor() -> Editor | None:
+    """The editor signed in to the studio by this request's session cookie, if any.
+
+    Only the studio's pages accept the cookie: a browser sends it along with requests other
+    sites make, so the studio's forms carry CSRF tokens, which the editor API has none of."""
     editor_id = session.get("editor_id")
-    if editor_id is not None:
-        return db().get(Editor, editor_id)
-    return None
+    signed_in_at = session.get("signed_in_at")
+    if editor_id is None or not isinstance(signed_in_at, int):
+        return None
+    if not (0 <= time.time() - signed_in_at <= STUDIO_SESSION_SECONDS):
+        return None
+    editor = db().get(Editor, editor_id)
+    if editor is None or session.get("password_fingerprint") != _password_fingerprint(editor):
+        return None
+    return editor
+
+
+def token_editor() -> Editor | None:
+    """The editor behind this request's `Authorization: Bearer` token, if any."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    return db().scalar(select(Editor).where(Editor.token_hash == token_hash(header[7:].strip())))
 
 
 def editor_required(view: F) -> F:
-    """Answer 401 unless the request carries a valid editor credential."""
+    """Answer 401 unless the request carries a valid editor token (the studio's session
+    cookie is not one: see `studio_editor`)."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        editor = current_editor()
+        editor = token_editor()
         if editor is None:
             raise ApiError(401, "unauthorized", "send an editor token as 'Authorization: Bearer …'")
         g.editor = editor

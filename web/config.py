@@ -6,6 +6,7 @@ message naming the variable instead of surfacing later as a confusing failure.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import secrets
@@ -281,20 +282,60 @@ def _check_database_url(url: str) -> None:
         _check_directory(name, database.parent)
 
 
+# Shortest secret key accepted, from KEYART_SECRET_KEY or the key file.
+MIN_SECRET_KEY_LENGTH = 16
+
+
 def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
     """KEYART_SECRET_KEY, or one generated once and kept in the var directory."""
     key = env.get("KEYART_SECRET_KEY", "")
     if key:
-        if len(key) < 16:
-            raise ConfigError("KEYART_SECRET_KEY must be at least 16 characters")
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ConfigError(
+                f"KEYART_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
         return key
     path = var_dir / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    path.write_text(key)
-    path.chmod(0o600)
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        _write_secret_key(path)
+    return _read_secret_key(path)
+
+
+def _write_secret_key(path: Path) -> None:
+    """Make a key at `path`, readable by its owner only from the start, unless another
+    process starting at the same time made one first (whose key is then the one)."""
+    # Written in full under a name of its own, then linked: `path` never holds a partial key.
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+            file.flush()
+            os.fsync(file.fileno())
+        # Should another process have made one first, its key is the one.
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
+    finally:
+        draft.unlink()
+
+
+def _read_secret_key(path: Path) -> str:
+    # Refused rather than tightened: a key others could read may already be copied, and
+    # anyone holding it can sign a studio session. Whether to keep it is the operator's call.
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise ConfigError(
+            f"the secret key file {str(path)!r} is open to other users (mode {mode & 0o777:o}): "
+            "make it readable by its owner only (chmod 600), or delete it to have a new key "
+            "made (which signs every editor out of the studio)"
+        )
+    key = path.read_text().strip()
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"the secret key in {str(path)!r} is shorter than {MIN_SECRET_KEY_LENGTH} "
+            "characters: delete the file to have a new key made, or set KEYART_SECRET_KEY"
+        )
     return key
 
 

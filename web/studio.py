@@ -3,6 +3,9 @@ upload, pause and choose the fallback. Forms carry Flask-WTF CSRF tokens."""
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -12,7 +15,7 @@ from wtforms.validators import DataRequired, Email, Length
 
 from artwork import catalog
 from artwork.errors import ArtworkError
-from web.auth import check_password, current_editor
+from web.auth import check_password, start_studio_session, studio_editor
 from web.editor import title_report
 from web.state import db, runtime
 
@@ -35,11 +38,39 @@ class ArtworkActionForm(FlaskForm):
     action = HiddenField(validators=[DataRequired(), Length(max=16)])
 
 
+class LogoutForm(FlaskForm):
+    """Only its CSRF token: another site must not be able to sign an editor out."""
+
+
+@bp.context_processor
+def _logout_form() -> dict[str, Any]:
+    # Every page's header has the sign-out button (studio/base.html).
+    return {"logout_form": LogoutForm(prefix="logout")}
+
+
+def studio_path(target: str) -> str | None:
+    """`target` if it is a path within the studio to send a browser back to, else None.
+
+    Refused: anything not under /studio/ (so no "//host" or "/\\host", which browsers read
+    as another site), control characters (which cannot go in a Location header), backslashes
+    (which browsers read as "/") and "." or ".." segments, plain or percent-encoded (which
+    would climb out of /studio/)."""
+    decoded = unquote(target)
+    if not target.startswith("/studio/") or "\\" in decoded:
+        return None
+    if not all(c.isprintable() for c in target + decoded):
+        return None
+    segments = unquote(urlsplit(target).path).split("/")
+    if "." in segments or ".." in segments:
+        return None
+    return target
+
+
 @bp.before_request
 def _signed_in() -> Response | None:
     if request.endpoint in ("studio.login",):
         return None
-    if current_editor() is None:
+    if studio_editor() is None:
         return redirect(url_for("studio.login", next=request.path))
     return None
 
@@ -50,17 +81,18 @@ def login() -> Response | str:
     if form.validate_on_submit():
         editor = check_password(db(), form.email.data or "", form.password.data or "")
         if editor is not None:
-            session.clear()
-            session["editor_id"] = editor.id
-            target = request.args.get("next", "")
-            # Only ever redirect within the studio.
-            return redirect(target if target.startswith("/studio/") else url_for("studio.index"))
+            start_studio_session(editor)
+            target = studio_path(request.args.get("next", ""))
+            return redirect(target or url_for("studio.index"))
         flash("Wrong email or password.")
     return render_template("studio/login.html", form=form)
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    if not LogoutForm(prefix="logout").validate_on_submit():
+        flash("The form expired; sign out again.")
+        return redirect(url_for("studio.index"))
     session.clear()
     return redirect(url_for("studio.login"))
 
@@ -69,7 +101,7 @@ def logout() -> Response:
 def index() -> str:
     titles = catalog.list_titles(db())
     return render_template(
-        "studio/index.html", titles=titles, policy=runtime().policy.current, editor=current_editor()
+        "studio/index.html", titles=titles, policy=runtime().policy.current, editor=studio_editor()
     )
 
 

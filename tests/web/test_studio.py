@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import re
 
+import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.security import generate_password_hash
 
+import web.auth
 from tests.helpers import poster_bytes, upload
-from web.auth import create_editor
+from web.auth import STUDIO_SESSION_SECONDS, create_editor
+from web.models import Editor
 
 
 def _csrf(html: str) -> str:
@@ -18,19 +23,25 @@ def _csrf(html: str) -> str:
     return match.group(1)
 
 
-def _sign_in(client: FlaskClient, session: Session) -> None:
+def _sign_in(client: FlaskClient, session: Session, next_: str | None = None) -> str:
+    """Sign a new editor in through the login form; answer where it sent the browser."""
     create_editor(session, "studio@example.com", password="a long password")
     session.commit()
     page = client.get("/studio/login").get_data(as_text=True)
     response = client.post(
         "/studio/login",
+        query_string={} if next_ is None else {"next": next_},
         data={
             "email": "studio@example.com",
             "password": "a long password",
             "csrf_token": _csrf(page),
         },
     )
-    assert response.status_code == 302 and response.headers["Location"].endswith("/studio/")
+    assert response.status_code == 302
+    # Never sent along with another site's cross-site post; never readable by scripts.
+    cookie = response.headers["Set-Cookie"]
+    assert "SameSite=Lax" in cookie and "HttpOnly" in cookie
+    return response.headers["Location"]
 
 
 def test_signed_out_visits_redirect_to_login(client: FlaskClient) -> None:
@@ -105,3 +116,97 @@ def test_editor_manages_a_title(
     )
     assert "same as artwork" in client.get("/studio/titles/show").get_data(as_text=True)
     assert client.get("/studio/titles/nope").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("next_", "location"),
+    [
+        ("/studio/titles/show", "/studio/titles/show"),
+        ("/studio/\r\nX: y", "/studio/"),
+        ("/studio/\x1b[2J", "/studio/"),
+        ("//evil.com", "/studio/"),
+        ("/\\evil.com", "/studio/"),
+        ("/studio/\\evil.com", "/studio/"),
+        ("https://evil.com/studio/", "/studio/"),
+        ("/studio/../..//evil.com", "/studio/"),
+        ("/studio/%2e%2e/%2E%2E//evil.com", "/studio/"),
+    ],
+)
+def test_login_sends_the_browser_back_only_within_the_studio(
+    client: FlaskClient, session: Session, next_: str, location: str
+) -> None:
+    assert _sign_in(client, session, next_) == location
+    assert client.get("/studio/").status_code == 200
+
+
+def test_signing_out_needs_the_csrf_token(client: FlaskClient, session: Session) -> None:
+    assert _sign_in(client, session) == "/studio/"
+    # Another site's form cannot sign the editor out: it has no token.
+    forged = client.post("/studio/logout")
+    assert forged.status_code == 302 and client.get("/studio/").status_code == 200
+    page = client.get("/studio/").get_data(as_text=True)
+    response = client.post("/studio/logout", data={"logout-csrf_token": _csrf(page)})
+    assert response.status_code == 302 and response.headers["Location"] == "/studio/login"
+    assert client.get("/studio/").status_code == 302
+
+
+def test_a_studio_session_ends_after_its_lifetime(client: FlaskClient, session: Session) -> None:
+    _sign_in(client, session)
+    with client.session_transaction() as cookie:
+        cookie["signed_in_at"] -= STUDIO_SESSION_SECONDS - 60
+    assert client.get("/studio/").status_code == 200
+    with client.session_transaction() as cookie:
+        cookie["signed_in_at"] -= 120
+    assert client.get("/studio/").status_code == 302
+
+
+def test_a_new_password_ends_the_editors_studio_sessions(
+    client: FlaskClient, session: Session
+) -> None:
+    _sign_in(client, session)
+    copied = client.get_cookie("session")
+    assert copied is not None
+    editor = session.scalar(select(Editor).where(Editor.email == "studio@example.com"))
+    assert editor is not None
+    editor.password_hash = generate_password_hash("another long password")
+    session.commit()
+    replay = client.application.test_client()
+    replay.set_cookie("session", copied.value)
+    assert replay.get("/studio/").status_code == 302
+
+
+def test_the_studio_session_is_no_key_to_the_editor_api(
+    client: FlaskClient, session: Session, editor_headers: dict[str, str]
+) -> None:
+    """A browser sends the studio's cookie with requests other sites make (a form can post
+    multipart to any origin), and the editor API has no CSRF tokens: it takes tokens only."""
+    client.post("/api/v1/titles", json={"id": "show", "name": "The Show"}, headers=editor_headers)
+    _sign_in(client, session)
+    forged = upload(client, {"Origin": "https://evil.example"}, "show", poster_bytes("Evil"))
+    assert forged.status_code == 401
+    assert client.post("/api/v1/titles", json={"id": "x", "name": "X"}).status_code == 401
+    assert client.get("/api/v1/titles/show").status_code == 401
+    assert upload(client, editor_headers, "show", poster_bytes("Good")).status_code == 201
+
+
+def test_an_unknown_email_costs_a_password_hash_too(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answering an unknown email sooner than a wrong password would tell anyone which
+    emails are editors'. Spied on, not timed: the real check still runs."""
+    create_editor(session, "known@example.com", password="a long password")
+    create_editor(session, "token-only@example.com")
+    checked: list[str] = []
+    real_check = web.auth.check_password_hash
+
+    def spy(stored: str, password: str) -> bool:
+        checked.append(stored)
+        return real_check(stored, password)
+
+    monkeypatch.setattr(web.auth, "check_password_hash", spy)
+    for email in ("known@example.com", "nobody@example.com", "token-only@example.com"):
+        assert web.auth.check_password(session, email, "a long password ") is None
+    known, unknown, token_only = checked
+    # The same method and cost (werkzeug's "scrypt:32768:8:1"), so the same time.
+    assert unknown.split("$")[0] == token_only.split("$")[0] == known.split("$")[0]
+    assert web.auth.check_password(session, "known@example.com", "a long password")
