@@ -26,4 +26,6 @@ def media(key: str) -> Response:
         )
     response.set_etag(etag)
     response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    # The type is the one the key names; a browser must not guess another from the bytes.
+    response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -287,6 +287,7 @@ def test_media_is_immutable_and_conditional(client: FlaskClient, catalog: list[s
     ]
     with client.get(url) as first:
         assert first.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert first.headers["X-Content-Type-Options"] == "nosniff"
         etag = first.headers["ETag"]
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
     assert client.get("/media/" + "0" * 64 + ".jpg").status_code == 404
