@@ -195,9 +195,15 @@ class GroupCommitLog:
         # and execution layers cost more per commit than SQLite's own work.
         connection = self._engine.raw_connection()
         driver: Any = connection.driver_connection
+        # A commit gives up when the write's own timeout is up (a lock held elsewhere, a
+        # stalled server), so a request waiting on one is answered 503 with nothing logged,
+        # rather than waiting as long as the database does.
+        limit = max(1, int(self._timeout * 1000))
         if self._copy:
             driver.autocommit = True
+            driver.execute(f"SET statement_timeout = {limit}")
         elif self._sqlite:
+            driver.execute(f"PRAGMA busy_timeout = {limit}")
             # FULL makes a WAL commit survive power loss, not just a crash; the engine's
             # other connections keep NORMAL.
             driver.execute("PRAGMA synchronous=FULL")
@@ -397,6 +403,8 @@ class GroupCommitLog:
                     if self._pending and not self._stopping:
                         continue  # a write came in meanwhile
                     if connection is not None:
+                        # Not back to the pool: it has the writer's own timeout set.
+                        connection.invalidate()
                         connection.close()
                     if self._owns_engine:
                         self._engine.dispose()
