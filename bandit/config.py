@@ -4,7 +4,7 @@ are featurised and hashed, how much the policy must explore, and how VW is start
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # VW keys a namespace by its first character, so two namespaces sharing a first letter
 # would silently be one; `check_namespaces` enforces distinct letters. (The names are also
@@ -141,11 +141,16 @@ class ExplorationConfig:
         (for two variants: the default with 1 − floor), so a new title starts from the
         editor's choice while still collecting the exploration data the learner needs.
     sticky_period_seconds: a viewer's draw for a slot is fixed for this long.
+    viewer_key: the secret that viewer keys are hashed with (for the log's `user_hash` and
+        the sticky draw's seed). Keyed, because a plain hash of a guessable viewer id (an
+        account number, an email) is reversed by hashing guesses; the same key keeps the
+        same viewers' draws, and a new key starts every viewer afresh.
     """
 
     floor: float = 0.01
     apprentice_examples: int = 200
     sticky_period_seconds: float = 7 * 24 * 3600.0
+    viewer_key: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor < 0.5:

@@ -4,6 +4,7 @@ came back for it."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -169,9 +170,10 @@ def store_candidate_sets(session: Session, records: Sequence[DecisionRecord]) ->
 MODES = ("policy", "apprentice", "single")
 
 
-def user_hash(user: str) -> str:
-    """Viewer keys are stored hashed: the log never holds a client's raw viewer id."""
-    return hashlib.sha256(user.encode()).hexdigest()
+def user_hash(user: str, key: bytes = b"") -> str:
+    """Viewer keys are stored hashed, with a secret `key` (`ExplorationConfig.viewer_key`):
+    the log never holds a client's raw viewer id, nor one anybody could hash guesses to."""
+    return hmac.digest(key, user.encode(), "sha256").hex()
 
 
 def sticky_period(now: datetime, exploration: ExplorationConfig) -> int:
@@ -231,14 +233,14 @@ def choose(
         tokens, context = contexts[key]
         probabilities, mode = shaped_distribution(policy, request, exploration, tokens)
         if request.user is not None:
-            seed = sticky_seed(request.user, request.slot, period)
+            seed = sticky_seed(request.user, request.slot, period, exploration.viewer_key)
         else:
             seed = rng.getrandbits(63)
         index = draw(probabilities, seed)
         hashed = None
         if request.user is not None:
             hashed = hashes.get(request.user) or hashes.setdefault(
-                request.user, user_hash(request.user)
+                request.user, user_hash(request.user, exploration.viewer_key)
             )
         n = len(decisions)
         decisions.append(

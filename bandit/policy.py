@@ -3,7 +3,7 @@ candidates, and the seeded draw that picks one of them with exactly that probabi
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import shlex
 import threading
 from collections.abc import Mapping, Sequence
@@ -151,9 +151,11 @@ def apprentice(count: int, default_index: int, floor: float) -> list[float]:
     return probabilities
 
 
-def sticky_seed(user: str, slot: str, period: int) -> int:
-    """The same viewer, slot and period always give the same draw."""
-    digest = hashlib.sha256(f"{user}\x1f{slot}\x1f{period}".encode()).digest()
+def sticky_seed(user: str, slot: str, period: int, key: bytes = b"") -> int:
+    """The same viewer, slot and period always give the same draw (for the same `key`, the
+    secret of `ExplorationConfig.viewer_key`: the seed is logged, and must not give away
+    the viewer any more than the log's user hash does)."""
+    digest = hmac.digest(key, f"{user}\x1f{slot}\x1f{period}".encode(), "sha256")
     return int.from_bytes(digest[:8], "big") >> 1
 
 

@@ -7,6 +7,7 @@ message naming the variable instead of surfacing later as a confusing failure.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import math
 import os
 import secrets
@@ -195,6 +196,9 @@ class Settings:
             floor=self.probability_floor,
             apprentice_examples=self.apprentice_examples,
             sticky_period_seconds=self.sticky_period_seconds,
+            # Derived, not the key itself: the viewer hashes must not help anyone forge a
+            # studio session, whatever is learned from them.
+            viewer_key=hmac.digest(self.secret_key.encode(), b"keyart viewer keys", "sha256"),
         )
 
 

@@ -154,7 +154,9 @@ def test_settings_build_the_engine_from_the_environment(tmp_path) -> None:  # ty
         )
     )
     assert settings.vw_args == "--cb_explore_adf --epsilon 0.05 --quiet -q ua -b 16"
-    assert settings.exploration() == ExplorationConfig(0.01, 50, 86400.0)
+    exploration = settings.exploration()
+    assert exploration == ExplorationConfig(0.01, 50, 86400.0, exploration.viewer_key)
+    assert len(exploration.viewer_key) == 32  # derived from the secret key (see test_public_api)
     assert settings.reward_values == {
         "click": 0.5,
         "play": 1.0,

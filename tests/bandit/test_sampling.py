@@ -3,6 +3,8 @@ mode shape it, and the draw picks each candidate with exactly its logged probabi
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -192,6 +194,25 @@ def test_sticky_viewer_keeps_the_same_choice_within_a_period() -> None:
             choose(policy, [request], random.Random(), exploration=exploration, now=moment)[0].seed
         )
     assert len(seeds) == 5
+
+
+def test_viewer_keys_are_hashed_with_a_secret() -> None:
+    # The log's user hash and the sticky draw's (logged) seed are keyed: a plain SHA-256 of
+    # "viewer-4242" is found again by hashing guesses.
+    policy = _trained(SOFTMAX)
+    now = utcnow()
+    request = DecisionRequest("show", CANDIDATES, CONTEXT, SLOT, user="viewer-4242")
+
+    def decided(key: bytes):  # type: ignore[no-untyped-def]
+        exploration = ExplorationConfig(apprentice_examples=0, viewer_key=key)
+        return choose(policy, [request], random.Random(), exploration=exploration, now=now)[0]
+
+    first, again, other = decided(b"secret one"), decided(b"secret one"), decided(b"secret two")
+    assert (first.user_hash, first.seed) == (again.user_hash, again.seed)
+    assert first.user_hash != other.user_hash and first.seed != other.seed
+    assert first.user_hash == hmac.new(b"secret one", b"viewer-4242", "sha256").hexdigest()
+    assert first.user_hash != hashlib.sha256(b"viewer-4242").hexdigest()
+    assert "secret" not in repr(ExplorationConfig(viewer_key=b"secret one"))
 
 
 def test_without_a_user_draws_are_independent() -> None:

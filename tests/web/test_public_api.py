@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -92,6 +93,21 @@ def test_request_latency_is_observed_by_endpoint(client: FlaskClient, catalog: l
         "unmatched": 1,
     }
     assert b'keyart_request_seconds_bucket{endpoint="api.decisions"' in client.get("/metrics").data
+
+
+def test_the_log_holds_viewer_keys_hashed_with_the_servers_secret(
+    app: Flask, client: FlaskClient, catalog: list[str], session: Session
+) -> None:
+    answer = client.post("/api/v1/decisions", json={"titles": ["show"], "user": "viewer-4242"})
+    event_id = answer.json["decisions"][0]["event_id"]
+    logged = session.scalar(select(Decision).where(Decision.event_id == event_id))
+    key = runtime(app).settings.exploration().viewer_key
+    assert logged.user_hash == hmac.new(key, b"viewer-4242", "sha256").hexdigest()
+    # The key comes from the server's secret, and is not the secret itself.
+    secret = runtime(app).settings.secret_key.encode()
+    assert key not in (b"", secret)
+    other = replace(runtime(app).settings, secret_key="another-secret-key-0123456789")
+    assert other.exploration().viewer_key != key
 
 
 def test_one_title_from_query_parameters(
