@@ -38,9 +38,19 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, pool_size=5, max_overflow=10)
+    # A server that accepts the connection and then says nothing (a stalled host, a
+    # half-open network path) would hold a request for the OS's TCP timeout, minutes.
+    timeout = (
+        {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT}
+    )
+    engine = create_engine(url, pool_size=5, max_overflow=10, connect_args=timeout)
     _ping_idle_connections(engine)
     return engine
+
+
+# Seconds to wait for PostgreSQL to answer a new connection, unless the URL sets its own
+# `connect_timeout`.
+CONNECT_TIMEOUT = 10
 
 
 # A pooled connection idle longer than this is pinged before use.

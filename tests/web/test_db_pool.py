@@ -50,3 +50,30 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(
         assert len(pings) == 1
     finally:
         engine.dispose()
+
+
+def test_a_server_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    # Listening, so the connection is made, but never a word: a stalled server.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/none"
+        monkeypatch.setattr(db, "CONNECT_TIMEOUT", 1)
+        engine = db.make_engine(url)
+        started = time.monotonic()
+        with pytest.raises(OperationalError), engine.connect():
+            pass
+        assert time.monotonic() - started < 10
+        engine.dispose()
+        # A URL's own connect_timeout is kept.
+        engine = db.make_engine(url + "?connect_timeout=2")
+        started = time.monotonic()
+        with pytest.raises(OperationalError), engine.connect():
+            pass
+        assert 1.5 < time.monotonic() - started < 10
+        engine.dispose()
