@@ -413,11 +413,26 @@ class GroupCommitLog:
                     return
             rows: list[tuple[Any, ...]] = []
             try:
+                reused = connection is not None
                 if connection is None:
                     connection = self._connect()
                 if self._guard is not None:
                     # Read after the batch was taken, so after each write in it was decided.
-                    self.guarded = self._read_guard(connection)
+                    try:
+                        self.guarded = self._read_guard(connection)
+                    except Exception:
+                        if not reused:
+                            raise
+                        # The kept connection died while idle (the server restarted, the
+                        # link dropped); nothing of this batch is written yet, so a new
+                        # connection takes it, rather than the first requests after an
+                        # outage failing on the old one.
+                        log.warning("the decision log's connection was lost; reconnecting")
+                        connection.invalidate()
+                        connection.close()
+                        connection = None
+                        connection = self._connect()
+                        self.guarded = self._read_guard(connection)
                     fresh, stale = [], []
                     for entry in taken:
                         current = entry.expect is None or entry.expect == self.guarded

@@ -330,3 +330,38 @@ def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
     log.stop(timeout=30)
     assert not log.running
     assert log.commits == 4
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_while_idle_is_replaced_before_the_next_commit(
+    postgres_server: str,
+) -> None:
+    # The server restarted, or the link dropped, between two commits: the writer notices
+    # on the batch's first read and takes a new connection, so no request fails for it.
+    name = f"keyart-writer-{random.randrange(1 << 30)}"
+    writer = make_engine(f"{postgres_server}?application_name={name}")
+    admin = make_engine(postgres_server)
+    log = GroupCommitLog(writer, guard="SELECT 1", owns_engine=True)
+    first, second = _page(2, 1), _page(2, 2)
+    try:
+        log.write(first)
+        with admin.connect() as connection:
+            killed = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name"
+                ),
+                {"name": name},
+            ).scalar_one()
+            connection.commit()
+        assert killed == 1
+        log.write(second)  # raised DecisionLogError: the first commit after it used the dead one
+    finally:
+        log.stop(timeout=30)
+    with admin.connect() as connection:
+        ids = {d.event_id for d in first + second}
+        logged = connection.execute(
+            select(func.count()).select_from(Decision).where(Decision.event_id.in_(ids))
+        ).scalar_one()
+    admin.dispose()
+    assert logged == 4
