@@ -10,15 +10,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import g, request, session
+from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
+from wtforms import ValidationError
 
 from web.errors import ApiError
 from web.models import Editor
 from web.state import db
 
 F = TypeVar("F", bound=Callable[..., Any])
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # A studio sign-in lasts this long however active it is: the session lives only in the
 # signed cookie, so a copied cookie cannot be revoked before then (not even by signing out).
@@ -81,8 +84,8 @@ def start_studio_session(editor: Editor) -> None:
 def studio_editor() -> Editor | None:
     """The editor signed in to the studio by this request's session cookie, if any.
 
-    Only the studio's pages accept the cookie: a browser sends it along with requests other
-    sites make, so the studio's forms carry CSRF tokens, which the editor API has none of."""
+    A browser sends the cookie along with requests other sites make: the studio's forms carry
+    CSRF tokens, and the editor API asks for one with the cookie (`editor_required`)."""
     editor_id = session.get("editor_id")
     signed_in_at = session.get("signed_in_at")
     if editor_id is None or not isinstance(signed_in_at, int):
@@ -104,12 +107,25 @@ def token_editor() -> Editor | None:
 
 
 def editor_required(view: F) -> F:
-    """Answer 401 unless the request carries a valid editor token (the studio's session
-    cookie is not one: see `studio_editor`)."""
+    """Answer 401 unless the request carries an editor credential: a bearer token, or the
+    studio's session cookie (the contract allows either). A browser sends that cookie along
+    with requests other sites make, so a cookie-authenticated request that changes anything
+    must also carry the session's CSRF token in `X-CSRFToken` (403 without it)."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         editor = token_editor()
+        if editor is None and request.headers.get("Authorization") is None:
+            editor = studio_editor()
+            if editor is not None and request.method not in _SAFE_METHODS:
+                try:
+                    validate_csrf(request.headers.get("X-CSRFToken", ""))
+                except ValidationError:
+                    raise ApiError(
+                        403,
+                        "csrf_required",
+                        "with the studio's session, send its CSRF token as 'X-CSRFToken'",
+                    ) from None
         if editor is None:
             raise ApiError(401, "unauthorized", "send an editor token as 'Authorization: Bearer …'")
         g.editor = editor

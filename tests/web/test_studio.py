@@ -175,17 +175,26 @@ def test_a_new_password_ends_the_editors_studio_sessions(
     assert replay.get("/studio/").status_code == 302
 
 
-def test_the_studio_session_is_no_key_to_the_editor_api(
+def test_the_studio_session_opens_the_editor_api_only_with_its_csrf_token(
     client: FlaskClient, session: Session, editor_headers: dict[str, str]
 ) -> None:
-    """A browser sends the studio's cookie with requests other sites make (a form can post
-    multipart to any origin), and the editor API has no CSRF tokens: it takes tokens only."""
+    """The contract lets the editor API take the studio's session as well as a token; but a
+    browser sends the cookie with requests other sites make (a form can post multipart to
+    any origin), so a change made with the cookie must carry the session's CSRF token."""
     client.post("/api/v1/titles", json={"id": "show", "name": "The Show"}, headers=editor_headers)
     _sign_in(client, session)
+    assert client.get("/api/v1/titles/show").status_code == 200  # reading is safe
     forged = upload(client, {"Origin": "https://evil.example"}, "show", poster_bytes("Evil"))
-    assert forged.status_code == 401
-    assert client.post("/api/v1/titles", json={"id": "x", "name": "X"}).status_code == 401
-    assert client.get("/api/v1/titles/show").status_code == 401
+    assert forged.status_code == 403 and forged.json["error"]["code"] == "csrf_required"
+    assert client.post("/api/v1/titles", json={"id": "x", "name": "X"}).status_code == 403
+    token = _csrf(client.get("/studio/").get_data(as_text=True))
+    made = client.post(
+        "/api/v1/titles", json={"id": "x", "name": "X"}, headers={"X-CSRFToken": token}
+    )
+    assert made.status_code == 201
+    # A wrong bearer token is refused outright, not made good by the cookie.
+    wrong = client.get("/api/v1/titles/show", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
     assert upload(client, editor_headers, "show", poster_bytes("Good")).status_code == 201
 
 
