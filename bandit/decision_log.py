@@ -430,7 +430,7 @@ class GroupCommitLog:
                         log.warning("the decision log's connection was lost; reconnecting")
                         connection.invalidate()
                         connection.close()
-                        connection = None
+                        connection = None  # should connecting fail, nothing left to close
                         connection = self._connect()
                         self.guarded = self._read_guard(connection)
                     fresh, stale = [], []

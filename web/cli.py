@@ -19,6 +19,7 @@ import click
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from web.config import ConfigError, Settings, load_settings
+from web.errors import first_line
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -83,18 +84,13 @@ class _Commands(click.Group):
             # A driver's message (e.g. psycopg's "connection refused") without SQLAlchemy's
             # SQL, parameters and link, which run over several lines.
             reason = (error.orig if isinstance(error, DBAPIError) else None) or error
-            raise click.ClickException(f"database error: {_first_line(reason)}") from None
+            raise click.ClickException(f"database error: {first_line(reason)}") from None
         except BrokenPipeError:
             raise  # click's own handling: standard output went away
         except OSError as error:
             if error.filename is not None and error.strerror:
                 raise click.ClickException(f"{error.filename}: {error.strerror}") from None
-            raise click.ClickException(_first_line(error)) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+            raise click.ClickException(first_line(error)) from None
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,6 +40,12 @@ def error_response(status: int, code: str, message: str) -> tuple[Response, int]
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message without the SQL, parameters and links drivers add on later lines."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def describe_validation(error: ValidationError) -> str:
     """Name every field that was wrong: `titles: Field required; user: ...`."""
     parts = []
@@ -79,7 +85,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(exc.InterfaceError)
     @app.errorhandler(exc.TimeoutError)
     def _database_unavailable(error: Exception):  # type: ignore[no-untyped-def]
-        log.warning("database unavailable: %s", str(error).splitlines()[0] if str(error) else error)
+        log.warning("database unavailable: %s", first_line(error))
         response, status = error_response(
             503, "database_unavailable", "the database is unavailable; try again shortly"
         )
