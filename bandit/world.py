@@ -1,13 +1,31 @@
 """The simulator's synthetic world: segments and devices of viewers, titles with artwork
 variants described by image-like traits, and the ground-truth click model. A world is a JSON
-or TOML file users can edit; `load_world` validates it and names any wrong field."""
+or TOML file users can edit; `load_world` validates it and names any wrong field.
+
+A world may change during a run. Its optional `phases` list says what changes, and from which
+fraction of the run's decisions on (`starts_at`, strictly between 0 and 1, increasing):
+
+    "phases": [{"starts_at": 0.5,
+                "segments": {"family": {"palette=dark": 0.8}},
+                "devices": {"tv": {}},
+                "appeal": {"title-03": {"t03-v1": 1.2, "t03-v0": 0.0}}}]
+
+From `starts_at` on, each named segment's or device's `prefers` is replaced by the one given
+(`{}`: it no longer cares), and each named variant's `appeal` by the number given; everything
+not named carries over from the phase before. Names that are not in the world are an error.
+`World.click_rates()` is the start of the run; `World.click_rates_at(fraction)` is the phase
+in effect at that fraction of the run, and `World.phase_bounds()` the fractions at which
+phases start (the first is 0.0). A world without `phases` is the same all run long.
+"""
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import tomllib
 from collections.abc import Mapping
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,12 +106,25 @@ class WorldTitle(_Strict):
         return self
 
 
+class Phase(_Strict):
+    """What changes from `starts_at` (a fraction of the run's decisions) on; see the module
+    docstring."""
+
+    starts_at: float = Field(gt=0, lt=1)
+    # Segment or device name → its new `prefers`, replacing the old one whole.
+    segments: dict[str, dict[str, LogitChange]] = Field(default_factory=dict)
+    devices: dict[str, dict[str, LogitChange]] = Field(default_factory=dict)
+    # Title id → variant id → the variant's new `appeal`.
+    appeal: dict[str, dict[str, LogitChange]] = Field(default_factory=dict)
+
+
 class World(_Strict):
     seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
     segments: list[Audience] = Field(min_length=1)
     devices: list[Audience] = Field(min_length=1)
     countries: list[str] = Field(default_factory=lambda: ["US"], min_length=1)
     titles: list[WorldTitle] = Field(min_length=1)
+    phases: list[Phase] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> World:
@@ -112,11 +143,86 @@ class World(_Strict):
             # Traffic is drawn with probabilities weight / total: the total must be finite.
             if not math.isfinite(sum(weights)):
                 raise ValueError(f"{field}: weights must add up to a finite number")
+        self._check_phases()
         return self
 
+    def _check_phases(self) -> None:
+        segments = {s.name for s in self.segments}
+        devices = {d.name for d in self.devices}
+        variants = {t.id: {v.id for v in t.variants} for t in self.titles}
+        previous = 0.0
+        for i, phase in enumerate(self.phases):
+            where = f"phases.{i}"
+            if phase.starts_at <= previous:
+                raise ValueError(
+                    f"{where}.starts_at: {phase.starts_at} must be after the phase before "
+                    f"({previous})"
+                )
+            previous = phase.starts_at
+            for field, kind, known, names in (
+                ("segments", "segment", segments, phase.segments),
+                ("devices", "device", devices, phase.devices),
+                ("appeal", "title", variants, phase.appeal),
+            ):
+                for name in names:
+                    if name not in known:
+                        raise ValueError(f"{where}.{field}.{name}: no such {kind}")
+            for title, appeals in phase.appeal.items():
+                for variant in appeals:
+                    if variant not in variants[title]:
+                        raise ValueError(
+                            f"{where}.appeal.{title}.{variant}: no such variant in {title}"
+                        )
+
+    def phase_bounds(self) -> tuple[float, ...]:
+        """The fractions of the run at which phases start: 0.0, then each `starts_at`."""
+        return (0.0, *(p.starts_at for p in self.phases))
+
+    def phase_at(self, fraction: float) -> int:
+        """The index of the phase in effect at `fraction` (0 ≤ fraction ≤ 1) of the run: 0
+        before the first `starts_at`, i from `phases[i - 1].starts_at` on."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must lie within [0, 1], not {fraction}")
+        return bisect.bisect_right(self.phase_bounds(), fraction) - 1
+
     def click_rates(self) -> np.ndarray:
-        """True click probability, shape (segments, devices, titles, max variants); variants
-        a title does not have are NaN."""
+        """True click probability at the start of the run, shape (segments, devices, titles,
+        max variants); variants a title does not have are NaN. A new array each call."""
+        return self._phase_rates[0].copy()
+
+    def click_rates_at(self, fraction: float) -> np.ndarray:
+        """`click_rates()` of the phase in effect at `fraction` (0 ≤ fraction ≤ 1) of the
+        run's decisions. Computed once per phase and shared: the array is read-only, so a
+        simulator may call this for every decision."""
+        return self._phase_rates[self.phase_at(fraction)]
+
+    @cached_property
+    def _phase_rates(self) -> tuple[np.ndarray, ...]:
+        prefers = {
+            "segments": {s.name: s.prefers for s in self.segments},
+            "devices": {d.name: d.prefers for d in self.devices},
+        }
+        appeal = {(t.id, v.id): v.appeal for t in self.titles for v in t.variants}
+        tables = [self._rates(prefers, appeal)]
+        for phase in self.phases:
+            prefers = {
+                "segments": {**prefers["segments"], **phase.segments},
+                "devices": {**prefers["devices"], **phase.devices},
+            }
+            appeal = {
+                **appeal,
+                **{(t, v): a for t, changes in phase.appeal.items() for v, a in changes.items()},
+            }
+            tables.append(self._rates(prefers, appeal))
+        for table in tables:
+            table.flags.writeable = False
+        return tuple(tables)
+
+    def _rates(
+        self,
+        prefers: Mapping[str, Mapping[str, Mapping[str, float]]],
+        appeal: Mapping[tuple[str, str], float],
+    ) -> np.ndarray:
         most = max(len(t.variants) for t in self.titles)
         rates = np.full((len(self.segments), len(self.devices), len(self.titles), most), np.nan)
         for s, segment in enumerate(self.segments):
@@ -126,9 +232,9 @@ class World(_Strict):
                     for v, variant in enumerate(title.variants):
                         log_odds = (
                             base
-                            + variant.appeal
-                            + _liking(segment.prefers, variant.traits)
-                            + _liking(device.prefers, variant.traits)
+                            + appeal[title.id, variant.id]
+                            + _liking(prefers["segments"][segment.name], variant.traits)
+                            + _liking(prefers["devices"][device.name], variant.traits)
                         )
                         # expit, unlike 1 / (1 + exp(-x)), never overflows.
                         rates[s, d, t, v] = expit(log_odds)
