@@ -141,6 +141,11 @@ class ExplorationConfig:
         (for two variants: the default with 1 − floor), so a new title starts from the
         editor's choice while still collecting the exploration data the learner needs.
     sticky_period_seconds: a viewer's draw for a slot is fixed for this long.
+    floor_min, floor_decay_examples: the floor a slot's decisions use decays with the
+        examples the slot has learned, n: floor(n) = floor_min + (floor − floor_min)·d/(d + n)
+        for d = floor_decay_examples, so a new title explores at `floor` and a well-learned
+        one pays only `floor_min` per candidate (None: no decay). Each decision logs the
+        distribution it was drawn from, so the logged probabilities stay exact.
     viewer_key: the secret that viewer keys are hashed with (for the log's `user_hash` and
         the sticky draw's seed). Keyed, because a plain hash of a guessable viewer id (an
         account number, an email) is reversed by hashing guesses; the same key keeps the
@@ -151,11 +156,33 @@ class ExplorationConfig:
     apprentice_examples: int = 200
     sticky_period_seconds: float = 7 * 24 * 3600.0
     viewer_key: bytes = field(default=b"", repr=False)
+    floor_min: float | None = None
+    floor_decay_examples: int = 5000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.floor < 0.5:
             raise ValueError("probability floor must be at least 0 and below 0.5")
+        if self.floor_min is not None and not 0.0 <= self.floor_min <= self.floor:
+            raise ValueError("minimum probability floor must be at least 0 and at most the floor")
+        if self.floor_decay_examples < 1:
+            raise ValueError("floor decay must be at least one example")
         if self.apprentice_examples < 0:
             raise ValueError("apprentice threshold must be zero or more examples")
         if self.sticky_period_seconds <= 0:
             raise ValueError("sticky period must be positive")
+
+    def floor_for(self, learned: int) -> float:
+        """The floor for a slot that has learned `learned` examples."""
+        if self.floor_min is None:
+            return self.floor
+        span = self.floor - self.floor_min
+        return self.floor_min + span * self.floor_decay_examples / (
+            self.floor_decay_examples + max(0, learned)
+        )
+
+
+# Exploration part of VW's command line, and the full default command line (exploration,
+# then interactions and hash bits from FeatureConfig): what a server, the simulator and the
+# benchmarks decide with unless told otherwise.
+DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb"
+DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())

@@ -35,7 +35,7 @@ _SET_ID = _COLUMNS.index("candidate_set_id")  # where a row holds its candidate 
 
 
 def _json_text(value: Any) -> str:
-    # `bandit.log.JSONList`/`JSONDict` carry their text, encoded once for many rows; the
+    # `bandit.decisions.JSONList`/`JSONDict` carry their text, encoded once for many rows; the
     # text of anything else is what SQLAlchemy's JSON type would have written.
     text = getattr(value, "json_text", None)
     return text if text is not None else json.dumps(value)
@@ -95,7 +95,7 @@ class _Entry:
 
 
 def decision_row(decision: Any) -> dict[str, Any]:
-    """The row for a `Decision` or a `bandit.log.DecisionRecord`."""
+    """The row for a `Decision` or a `bandit.decisions.DecisionRecord`."""
     return {key: getattr(decision, key) for key in _COLUMNS}
 
 

@@ -17,7 +17,7 @@ import math
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
@@ -29,9 +29,9 @@ from sqlalchemy.orm import Session
 from bandit import estimators
 from bandit.dsjson import DsjsonError, DsjsonLine, LoggedEvent, to_dsjson, validate_line
 from bandit.features import Candidate
-from bandit.learner import RewardConfig
 from bandit.models import Decision, Evaluation, Reward, utcnow
 from bandit.policy import Policy, vw_argv
+from bandit.rewards import RewardConfig, horizon, joined_reward
 
 # A small learning rate: the regression sees importance weights up to 1/p, and with VW's
 # default rate its guesses for rarely logged actions swing far off (on the simulated
@@ -97,14 +97,14 @@ def logged_events(
     late events never count; a single candidate is no choice and is left out). A window
     that ends before it starts is refused here, when called, not when first iterated."""
     _check_window(since, until)
-    horizon = (now or utcnow()) - timedelta(seconds=rewards.wait_seconds)
-    return _logged_events(session, rewards, horizon, since, until, slot, segment, batch_size)
+    closed_at = horizon(rewards, now or utcnow())
+    return _logged_events(session, rewards, closed_at, since, until, slot, segment, batch_size)
 
 
 def _logged_events(
     session: Session,
     rewards: RewardConfig,
-    horizon: datetime,
+    closed_at: datetime,
     since: datetime | None,
     until: datetime | None,
     slot: str | None,
@@ -115,7 +115,7 @@ def _logged_events(
     while True:
         query = (
             select(Decision)
-            .where(Decision.id > cursor, Decision.created_at <= horizon)
+            .where(Decision.id > cursor, Decision.created_at <= closed_at)
             .order_by(Decision.id)
         )
         if since is not None:
@@ -138,9 +138,8 @@ def _logged_events(
         for decision in batch:
             if segment is not None and decision.context.get("segment") != segment:
                 continue
-            joined = events.get(decision.event_id, [])
-            shown = not decision.deferred or any(kind == "impression" for kind, _ in joined)
-            if not shown or len(decision.candidates) < 2:
+            reward = joined_reward(rewards, decision.deferred, events.get(decision.event_id))
+            if reward is None or len(decision.candidates) < 2:
                 continue
             yield LoggedEvent(
                 event_id=decision.event_id,
@@ -150,7 +149,7 @@ def _logged_events(
                 candidates=[Candidate(c["id"], c["features"]) for c in decision.candidates],
                 chosen_index=decision.chosen_index,
                 probability=decision.probability,
-                reward=rewards.reward(joined),
+                reward=reward,
                 slot=decision.slot,
                 distribution=decision.distribution,
             )

@@ -7,15 +7,14 @@ import gc
 import itertools
 import json
 import logging
-import math
 import operator
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,56 +31,15 @@ from bandit.features import (
 )
 from bandit.models import CandidateSet, Decision, Reward, utcnow
 from bandit.policy import vw_argv
+from bandit.rewards import RewardConfig, horizon, joined_reward
 from bandit.snapshots import load_latest, save_snapshot
 
 log = logging.getLogger(__name__)
 
 
-AGGREGATIONS = ("sum", "max")
 # Decisions per batch, and so per snapshot while catching up: each batch costs VW's driver
 # a new workspace and a model load and save (about 8 ms), a third of a 5,000-decision batch.
 BATCH_SIZE = 10_000
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """What each event type is worth and how a decision's events add up.
-
-    `values` maps an event type to its worth per unit of the event's value. With
-    `aggregation="sum"` a decision's reward is the sum of its events' worths clipped to
-    [0, 1], so a click followed by a play is not worth more than a sure thing; with "max" it
-    is the largest single worth (clipped likewise). Events count only if they arrive within
-    `wait_seconds` of the decision; a decision with none by then has reward 0.
-    """
-
-    values: Mapping[str, float] = field(
-        default_factory=lambda: {"click": 1.0, "play": 1.0, "impression": 0.0}
-    )
-    wait_seconds: float = 600.0
-    aggregation: str = "sum"
-    # Extra seconds the learner waits past the window, so an event accepted at the window's
-    # last instant (and a decision written just before) has committed before it is joined.
-    settle_seconds: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.wait_seconds) or self.wait_seconds < 0:
-            raise ValueError("reward wait must be zero or more seconds")
-        if "impression" not in self.values:
-            raise ValueError("reward values must include 'impression'")
-        for kind, value in self.values.items():
-            if not kind or not math.isfinite(value):
-                raise ValueError(f"reward value of {kind!r} must be a finite number")
-        if not math.isfinite(self.settle_seconds) or self.settle_seconds < 0:
-            raise ValueError("reward settle time must be zero or more seconds")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"reward aggregation must be one of {', '.join(AGGREGATIONS)}")
-
-    def reward(self, events: list[tuple[str, float]]) -> float:
-        worths = [self.values.get(kind, 0.0) * value for kind, value in events]
-        if not worths:
-            return 0.0
-        total = sum(worths) if self.aggregation == "sum" else max(worths)
-        return min(1.0, max(0.0, total))
 
 
 @dataclass(frozen=True)
@@ -124,13 +82,13 @@ _REWARDS = (
 )
 
 
-def _closed_batch(connection: Connection, cursor: int, horizon: datetime, size: int) -> list[Any]:
+def _closed_batch(connection: Connection, cursor: int, closed_at: datetime, size: int) -> list[Any]:
     """The next decisions after `cursor`, in log order, up to the first whose window is still
     open: stopping there (rather than filtering it out) means the cursor never passes a
     decision that has not been scored yet, whatever the clocks of the processes that wrote
     the log. JSON columns come back as their text, the key of `_Featuriser`'s caches."""
     # Core rows, not ORM ones: building ORM result rows was a tenth of a learning pass.
-    query = {"cursor": cursor, "size": size, "horizon": horizon}
+    query = {"cursor": cursor, "size": size, "horizon": closed_at}
     rows = connection.execute(_BATCH, query).all()
     return list(itertools.takewhile(operator.itemgetter(-1), rows))
 
@@ -221,14 +179,13 @@ class _Featuriser:
         texts_of, around = self._texts, self._around
         for decision_id, slot, context, title, candidate_set, chosen, p, deferred, _ in rows:
             joined = events.get(decision_id)
-            if joined is None:  # most decisions: no event, reward 0
-                if deferred:  # a deferred decision counts only if its image was shown
-                    continue
+            if joined is None and not deferred:  # most decisions: no event, reward 0
                 label = f"0:{p!r}"
             else:
-                if deferred and not any(kind == "impression" for kind, _ in joined):
+                reward = joined_reward(rewards, deferred, joined)
+                if reward is None:
                     continue
-                label = f"{_number(-rewards.reward(joined))}:{p!r}"
+                label = f"{_number(-reward)}:{p!r}"
             parts = around.get((candidate_set, chosen), _UNSEEN)
             if parts is _UNSEEN:
                 parts = self.around(candidate_set, chosen)
@@ -341,7 +298,7 @@ class _Batch:
 def _batches(
     session: Session,
     cursor: int,
-    horizon: datetime,
+    closed_at: datetime,
     size: int,
     rewards: RewardConfig,
     on_learned: Callable[[int], None] | None,
@@ -360,7 +317,7 @@ def _batches(
         # Read on the learner's own connection, between VW's jobs: VW runs in its worker
         # process, and a thread reading ahead here only contended with featurising for the
         # GIL (PostgreSQL passes were about 7% slower with one).
-        rows = _closed_batch(session.connection(), cursor, horizon, wanted)
+        rows = _closed_batch(session.connection(), cursor, closed_at, wanted)
         if not rows:
             return
         full = len(rows) == wanted
@@ -409,7 +366,7 @@ def learn_once(
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     now = now or utcnow()
-    horizon = now - timedelta(seconds=rewards.wait_seconds + rewards.settle_seconds)
+    closed_at = horizon(rewards, now)
     policy, snapshot = load_latest(session, vw_args)
     cursor = snapshot.cursor if snapshot else 0
     examples = snapshot.examples_learned if snapshot else 0
@@ -419,7 +376,7 @@ def learn_once(
     version = None
     with tempfile.TemporaryDirectory(prefix="keyart-learn-") as tmp, _collector_paused():
         chain = _Chain(policy.vw_args, model, Path(tmp))
-        batches = _batches(session, cursor, horizon, batch_size, rewards, on_learned)
+        batches = _batches(session, cursor, closed_at, batch_size, rewards, on_learned)
         try:
             batch = next(batches, None)
             if batch is not None and batch.examples is not None:

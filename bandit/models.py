@@ -49,7 +49,7 @@ class LogBase(DeclarativeBase):
 class CandidateSet(LogBase):
     """The candidates of some decisions, as they were logged: a title's variants with their
     features, which every decision about the title repeats until the catalog changes. Keyed
-    by the SHA-256 of the logged JSON text (`bandit.log.candidate_set_id`), written once and
+    by the SHA-256 of the logged JSON text (`bandit.decisions.candidate_set_id`), written once and
     never changed. Stored in every decision row, they were four fifths of its bytes."""
 
     __tablename__ = "candidate_sets"

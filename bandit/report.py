@@ -14,8 +14,8 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
+from bandit.decisions import DecisionRequest, shaped_distribution
 from bandit.features import Candidate
-from bandit.log import DecisionRequest, shaped_distribution
 from bandit.models import Decision, Reward
 from bandit.policy import Policy
 

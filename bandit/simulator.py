@@ -13,11 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from bandit.features import Candidate
-from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, decide, record_events
+from bandit.config import DEFAULT_VW_ARGS, ExplorationConfig
+from bandit.decision_log import GroupCommitLog
+from bandit.decisions import (
+    DecisionService,
+    JSONDict,
+    ListedCandidates,
+    Slot,
+    logged_candidates,
+)
+from bandit.features import Candidate, context_text
+from bandit.learner import learn_once
+from bandit.rewards import Event, RewardConfig, record_events
 from bandit.snapshots import ServingPolicy
 from bandit.world import SEED_LIMIT, World
 
@@ -27,15 +36,17 @@ START = datetime(2026, 1, 1)
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """How long to run and how keyart's loop is scheduled in simulated time."""
+    """How long to run, how keyart's loop is scheduled in simulated time, and the settings
+    it decides and learns with: by default exactly a server's defaults."""
 
     decisions: int = 100_000
-    vw_args: str = "--cb_explore_adf --squarecb -q ua -q ta --quiet"
+    vw_args: str = DEFAULT_VW_ARGS
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     # Simulated seconds between decisions, the reward window, and the learner's period.
     seconds_per_decision: float = 1.0
     reward_wait: float = 60.0
-    learn_every: int = 1000
-    # Decisions per `decide` call and transaction (a page of requests).
+    learn_every: int = 2000
+    # Decisions whose clicks are sent back together (a UI's beacon batch).
     batch: int = 100
     tail: float = 0.2
     seed: int | None = None
@@ -106,6 +117,20 @@ class SimulationResult:
         return rows
 
 
+def request_click_rates(world: World, traffic: Traffic) -> np.ndarray:
+    """Each request's true click rate for every variant of its title, in the world's phase
+    at that point of the run: (decisions, max variants), NaN past a title's variants."""
+    n = len(traffic.title)
+    bounds = np.asarray(world.phase_bounds())
+    phases = np.searchsorted(bounds, np.arange(n) / n, side="right") - 1
+    out = np.full((n, max(len(t.variants) for t in world.titles)), np.nan)
+    for phase, start in enumerate(bounds):
+        mask = phases == phase
+        rates = world.click_rates_at(float(start))
+        out[mask] = rates[traffic.segment[mask], traffic.device[mask], traffic.title[mask]]
+    return out
+
+
 def make_traffic(world: World, n: int, rng: np.random.Generator) -> Traffic:
     def pick(weights: Sequence[float]) -> np.ndarray:
         p = np.asarray(weights, dtype=float)
@@ -130,16 +155,40 @@ def _context(world: World, traffic: Traffic, i: int) -> dict[str, Any]:
     }
 
 
+def world_catalog(world: World) -> ListedCandidates:
+    """The world's titles as the decision service reads them: each title's variants with
+    their traits as features, its genres, and its editor default, so that apprentice mode
+    runs here as it does for a new title in production."""
+    slots = []
+    for title in world.titles:
+        candidates = [Candidate(v.id, dict(v.traits)) for v in title.variants]
+        # What the policy knows of a title, as the serving catalog describes it.
+        features = JSONDict({"title": title.id, "genre": list(title.genres)})
+        slots.append(
+            Slot(
+                title.id,
+                candidates,
+                title.variants[title.default].id,
+                features,
+                context_text(features),
+                logged_candidates(candidates),
+            )
+        )
+    return ListedCandidates(slots)
+
+
 def run_keyart(
     world: World,
     traffic: Traffic,
-    rates: np.ndarray,
-    sessions: Callable[[], Session],
+    rates: np.ndarray,  # each request's true rate per variant: (decisions, max variants)
+    sessions: sessionmaker[Session],
     config: SimulationConfig,
     rng_seed: int,
     progress: Callable[[int], None] | None = None,
 ) -> PolicyRun:
-    """keyart's own loop: `decide` → log → reward events → `learn_once` → snapshot hot-load."""
+    """keyart's own loop, as a server runs it: the decision service (`DecisionService`,
+    with the server's floor, apprentice threshold and group-commit log) → reward events
+    through `record_events` → the learner's pass → the serving policy's refresh."""
     import random
 
     started = time.perf_counter()
@@ -147,57 +196,55 @@ def run_keyart(
     rewards = RewardConfig(wait_seconds=config.reward_wait)
     known_types = tuple(rewards.values)
     serving = ServingPolicy(sessions, config.vw_args, poll_seconds=3600.0)
-    rng = random.Random(rng_seed)
-    candidates = [
-        [Candidate(v.id, dict(v.traits)) for v in title.variants] for title in world.titles
-    ]
-    slot_features = [{"title": t.id, "genre": list(t.genres)} for t in world.titles]
+    log = GroupCommitLog(sessions.kw["bind"])
+    service = DecisionService(
+        world_catalog(world), serving, log, config.exploration, random.Random(rng_seed)
+    )
     expected = np.zeros(n)
     clicks = np.zeros(n)
     next_learn = config.learn_every
     learned_versions = 0
-    with sessions() as session:
-        for start in range(0, n, config.batch):
-            stop = min(n, start + config.batch)
-            now = START + timedelta(seconds=start * config.seconds_per_decision)
-            requests = [
-                DecisionRequest(
-                    slot=world.titles[traffic.title[i]].id,
-                    candidates=candidates[traffic.title[i]],
-                    context=_context(world, traffic, i),
-                    slot_features=slot_features[traffic.title[i]],
-                )
-                for i in range(start, stop)
-            ]
-            decisions = decide(session, serving.current, requests, rng, now=now)
-            session.commit()
-            events = []
-            for i, decision in zip(range(start, stop), decisions, strict=True):
-                rate = rates[
-                    traffic.segment[i], traffic.device[i], traffic.title[i], decision.chosen_index
-                ]
+    events: list[Event] = []
+    flush_by = START
+    try:
+        with sessions() as session:
+            for i in range(n):
+                now = START + timedelta(seconds=i * config.seconds_per_decision)
+                title = world.titles[traffic.title[i]].id
+                (decision,) = service.decide(
+                    [title], _context(world, traffic, i), now=now
+                ).decisions
+                rate = rates[i, decision.chosen_index]
                 expected[i] = rate
                 if traffic.click_u[i] < rate:
                     clicks[i] = 1.0
+                    if not events:
+                        flush_by = now + timedelta(seconds=config.reward_wait / 2)
                     events.append(Event(decision.event_id, "click"))
-            if events:
-                record_events(
-                    session,
-                    events,
-                    reward_wait=config.reward_wait,
-                    known_types=known_types,
-                    now=now,
-                )
-                session.commit()
-            if stop >= next_learn or stop == n:
-                next_learn += config.learn_every
-                report = learn_once(session, config.vw_args, rewards, now=now)
-                session.commit()
-                if report.version is not None:
-                    learned_versions += 1
-                serving.refresh()
-                if progress is not None:
-                    progress(stop)
+                done = i + 1
+                # Clicks come back in batches, as a UI's event beacons send them, each well
+                # within its decision's reward window.
+                if events and (done % config.batch == 0 or done == n or now >= flush_by):
+                    record_events(
+                        session,
+                        events,
+                        reward_wait=config.reward_wait,
+                        known_types=known_types,
+                        now=now,
+                    )
+                    session.commit()
+                    events = []
+                if done >= next_learn or done == n:
+                    next_learn += config.learn_every
+                    report = learn_once(session, config.vw_args, rewards, now=now)
+                    session.commit()
+                    if report.version is not None:
+                        learned_versions += 1
+                    serving.refresh()  # what the serving poller does on its next tick
+                    if progress is not None:
+                        progress(done)
+    finally:
+        log.stop(timeout=30)
     return PolicyRun(
         "keyart",
         expected,
@@ -214,7 +261,7 @@ def run_baseline(
     started = time.perf_counter()
     n = len(traffic.title)
     sizes = np.array([len(t.variants) for t in world.titles])
-    rows = rates[traffic.segment, traffic.device, traffic.title]  # (n, max variants)
+    rows = rates  # each request's true rate per variant: (n, max variants)
     if name == "uniform":
         chosen = np.floor(rng.random(n) * sizes[traffic.title]).astype(int)
     elif name == "editor_default":
@@ -230,7 +277,7 @@ def run_baseline(
                 best[t] = int(np.nanargmax(np.nansum(rows[mask], axis=0)))
         chosen = best[traffic.title]
     elif name == "thompson":
-        chosen = _thompson(world, traffic, rates, rng)
+        chosen = _thompson(world, traffic, rows, rng)
     else:
         raise ValueError(f"unknown baseline {name!r}")
     expected = rows[np.arange(n), chosen]
@@ -243,7 +290,7 @@ def _thompson(
 ) -> np.ndarray:
     """A Beta(1, 1)–Bernoulli Thompson sampler per (segment, title), updated after every
     decision: the tabular bandit a team might build without features."""
-    most = rates.shape[3]
+    most = rates.shape[1]
     wins = np.ones((len(world.segments), len(world.titles), most))
     losses = np.ones_like(wins)
     sizes = [len(t.variants) for t in world.titles]
@@ -253,7 +300,7 @@ def _thompson(
         k = sizes[t]
         v = int(np.argmax(rng.beta(wins[s, t, :k], losses[s, t, :k])))
         chosen[i] = v
-        if traffic.click_u[i] < rates[s, traffic.device[i], t, v]:
+        if traffic.click_u[i] < rates[i, v]:
             wins[s, t, v] += 1
         else:
             losses[s, t, v] += 1
@@ -262,7 +309,7 @@ def _thompson(
 
 def simulate(
     world: World,
-    sessions: Callable[[], Session],
+    sessions: sessionmaker[Session],
     config: SimulationConfig,
     progress: Callable[[int], None] | None = None,
 ) -> SimulationResult:
@@ -270,12 +317,13 @@ def simulate(
     seed = world.seed if config.seed is None else config.seed
     rng = np.random.default_rng(seed)
     traffic = make_traffic(world, config.decisions, rng)
-    rates = world.click_rates()
-    oracle_rates = np.nanmax(rates[traffic.segment, traffic.device, traffic.title], axis=1)
-    runs = [run_keyart(world, traffic, rates, sessions, config, seed, progress)]
+    request_rates = request_click_rates(world, traffic)
+    oracle_rates = np.nanmax(request_rates, axis=1)
+    runs = [run_keyart(world, traffic, request_rates, sessions, config, seed, progress)]
     for name in BASELINES:
-        runs.append(run_baseline(name, world, traffic, rates, np.random.default_rng(seed + 1)))
-    request_rates = rates[traffic.segment, traffic.device, traffic.title]
+        runs.append(
+            run_baseline(name, world, traffic, request_rates, np.random.default_rng(seed + 1))
+        )
     return SimulationResult(runs, oracle_rates, config.tail, request_rates)
 
 

@@ -43,12 +43,13 @@ import vowpal_wabbit_next as vw  # noqa: E402
 
 from bandit.config import ExplorationConfig  # noqa: E402
 from bandit.decision_log import decision_row  # noqa: E402
+from bandit.decisions import DecisionRequest, choose, store_candidate_sets  # noqa: E402
 from bandit.features import Candidate, example_lines, feature_tokens  # noqa: E402
-from bandit.learner import _BATCH, RewardConfig, learn_once  # noqa: E402
+from bandit.learner import _BATCH, learn_once  # noqa: E402
 from bandit.learner import BATCH_SIZE as _BATCH_SIZE  # noqa: E402
-from bandit.log import DecisionRequest, choose, store_candidate_sets  # noqa: E402
 from bandit.models import Decision, PolicySnapshot, Reward, utcnow  # noqa: E402
 from bandit.policy import Policy  # noqa: E402
+from bandit.rewards import RewardConfig  # noqa: E402
 from web.config import DEFAULT_VW_ARGS  # noqa: E402
 from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
 

@@ -115,10 +115,12 @@ def breakdown_app():  # type: ignore[no-untyped-def]
     any logging design could reach, never a way to serve."""
     from flask import jsonify
 
+    from bandit.decisions import DecisionService
     from web import create_app
     from web.api import _check_rendition, _negotiate
-    from web.personalize import PageRequest, _answers, _decide
+    from web.personalize import PageRequest, _answers
     from web.schemas import DecisionsRequest, json_body
+    from web.serving_catalog import CatalogReader
     from web.state import runtime
 
     app = create_app()
@@ -127,6 +129,14 @@ def breakdown_app():  # type: ignore[no-untyped-def]
     def validate():  # type: ignore[no-untyped-def]
         json_body(DecisionsRequest)
         return jsonify({"decisions": []})
+
+    class Unlogged:
+        """A decision writer that writes nothing: the service's steps minus the log."""
+
+        guarded = None
+
+        def write(self, records, expect=None):  # type: ignore[no-untyped-def]
+            pass
 
     @app.post("/bench/unlogged")
     def unlogged():  # type: ignore[no-untyped-def]
@@ -139,12 +149,23 @@ def breakdown_app():  # type: ignore[no-untyped-def]
             format=_negotiate(body.format)[0],
         )
         state = runtime()
-        catalog, _version = state.catalog.titles(state.engine, page.titles)
-        decisions = _decide(state, page, catalog)
-        images = state.catalog.image(
-            state.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+        service = DecisionService(
+            CatalogReader(state.catalog, state.engine),
+            state.policy,
+            Unlogged(),
+            state.exploration,
+            state.rng,
         )
-        return jsonify({"decisions": _answers(state, page, catalog, decisions, images)})
+        decided = service.decide(
+            page.titles,
+            page.context,
+            user=page.user,
+            prepare=lambda decisions: state.catalog.image(
+                state.engine, [d.chosen_id for d in decisions], page.rendition, page.format
+            ),
+        )
+        answers = _answers(state, page, decided.slots, decided.decisions, decided.prepared)
+        return jsonify({"decisions": answers})
 
     return app
 

@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bandit.decisions import DecisionRequest, shaped_distribution
 from bandit.features import Candidate
 from bandit.learner import learn_once
-from bandit.log import DecisionRequest, shaped_distribution
 from bandit.models import Decision, PolicySnapshot, utcnow
 from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
-from bandit.log import Event, record_events
+from bandit.rewards import Event, record_events
 from web import metrics
 from web.errors import ApiError, describe_validation
 from web.personalize import DEFAULT_RENDITION, PageRequest, choose_artwork

@@ -554,8 +554,12 @@ def simulate(
     settings = _settings()
     try:
         loaded = load_world(world)
+        # The server's own settings: the simulation decides as `keyart serve` would.
         config = SimulationConfig(
-            decisions=decisions, vw_args=vw_args or settings.vw_args, seed=seed
+            decisions=decisions,
+            vw_args=vw_args or settings.vw_args,
+            exploration=settings.exploration(),
+            seed=seed,
         )
         if "--cb_explore_adf" not in shlex.split(config.vw_args):
             raise ValueError("--vw-args must include --cb_explore_adf")

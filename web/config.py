@@ -24,15 +24,14 @@ from artwork.embedding import BACKBONES
 from artwork.ingest import IngestLimits
 from artwork.pipeline import PipelineConfig
 from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
-from bandit.config import ExplorationConfig, FeatureConfig, compose_vw_args
-from bandit.learner import RewardConfig
-
-# Exploration part of VW's command line. Chosen by benchmarks/quality.py (100k simulated
-# decisions: 96% of the oracle vs 84% for --epsilon 0.1); see the README table.
-DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb"
-# The full command line: exploration, then interactions and hash bits from FeatureConfig.
-DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())
-
+from bandit.config import (
+    DEFAULT_EXPLORATION_ARGS,
+    DEFAULT_VW_ARGS,
+    ExplorationConfig,
+    FeatureConfig,
+    compose_vw_args,
+)
+from bandit.rewards import RewardConfig
 
 # Bounds of KEYART_POLICY_POLL and KEYART_LEARN_INTERVAL, in seconds.
 MIN_INTERVAL = 0.05

@@ -5,9 +5,10 @@ at, and each variant's renditions, cached for a short while (they rarely change)
 Never serving a paused variant does not need a read per request. Database triggers bump
 `catalog_version` with every change to titles or artworks (migration 0005); the decision
 log's writer reads that version with each group commit and refuses decisions made with an
-older one (`bandit.decision_log.StaleWrite`), and `web.personalize` then decides again
-from a fresh read. So a decision made after an editor's change has committed is never
-logged, nor answered, with the catalog from before it.
+older one (`bandit.decision_log.StaleWrite`), and the decision service
+(`bandit.decisions.DecisionService`) then decides again from a fresh read. So a decision
+made after an editor's change has committed is never logged, nor answered, with the
+catalog from before it.
 """
 
 from __future__ import annotations
@@ -15,33 +16,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 
 from artwork.renditions import FORMATS
+from bandit.decisions import CandidatesUnavailable, JSONDict, Slot, logged_candidates
 from bandit.features import Candidate, context_text
-from bandit.log import JSONDict, JSONList, logged_candidates
-from web.db import plain_reads
-
-
-@dataclass(frozen=True)
-class ServableTitle:
-    id: str
-    genres: list[str]
-    default_id: str | None
-    variants: list[Candidate]  # active ones, in upload order, featurised
-    # What the policy knows of the title, and its VW tokens (computed once per genres text).
-    slot_features: dict[str, Any] = field(default_factory=dict)
-    slot_tokens: str | None = None
-
-    @cached_property
-    def logged(self) -> JSONList:
-        """The variants as each decision about this title logs them, encoded once."""
-        return logged_candidates(self.variants)
+from web.db import ReadUnavailable, plain_reads
 
 
 def _candidate(artwork_id: str, tags_json: str, features_json: str) -> Candidate:
@@ -101,7 +84,7 @@ class ServingCatalog:
     def __init__(self, rendition_ttl_seconds: float = 30.0) -> None:
         # Titles as read at `version` (None: no such title); emptied when it moves on.
         self.version: int | None = None
-        self._titles: dict[str, ServableTitle | None] = {}
+        self._titles: dict[str, Slot | None] = {}
         self._images: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._placeholders: dict[str, dict[str, Any] | None] = {}
         # Renditions are re-read after this long, so a variant re-rendered (new presets, a
@@ -111,13 +94,13 @@ class ServingCatalog:
         # artwork id → (tags JSON, features JSON, candidate): reused while the text matches,
         # so a variant is parsed and featurised once, not once per decision.
         self._candidates: dict[str, tuple[str, str, Candidate]] = {}
-        # title id → (genres JSON, genres, slot features, their VW tokens), likewise.
-        self._slots: dict[str, tuple[str, list[str], dict[str, Any], str]] = {}
+        # title id → (genres JSON, slot features, their VW tokens), likewise.
+        self._slots: dict[str, tuple[str, dict[str, Any], str]] = {}
         self._lock = threading.Lock()
 
     def titles(
         self, engine: Engine, title_ids: Iterable[str], *, fresh: bool = False
-    ) -> tuple[dict[str, ServableTitle], int]:
+    ) -> tuple[dict[str, Slot], int]:
         """Every known title among `title_ids` with its active variants (maybe none), and
         the catalog version they are current at: the guard to log decisions with. Cached
         titles are used while the catalog version holds; `fresh` reads them all again."""
@@ -127,7 +110,7 @@ class ServingCatalog:
         if not fresh and version is not None and all(t in known for t in wanted):
             return {t: found for t in wanted if (found := known[t]) is not None}, version
         read_at, rows = _read_titles(engine, wanted)
-        loaded: dict[str, ServableTitle | None] = dict.fromkeys(wanted)
+        loaded: dict[str, Slot | None] = dict.fromkeys(wanted)
         loaded.update(self._servable(rows))
         with self._lock:
             # Versions only rise: a read that lost a race to a newer one is not cached.
@@ -138,29 +121,42 @@ class ServingCatalog:
                 self._titles.update(loaded)
         return {t: found for t in wanted if (found := loaded[t]) is not None}, read_at
 
-    def _servable(self, rows: list[tuple[Any, ...]]) -> dict[str, ServableTitle]:
-        found: dict[str, ServableTitle] = {}
+    def _servable(self, rows: list[tuple[Any, ...]]) -> dict[str, Slot]:
+        found: dict[str, tuple[str | None, str, list[Candidate]]] = {}
         for title_id, genres, default_id, artwork_id, tags, features in rows:
-            title = found.get(title_id)
-            if title is None:
-                slot = self._slots.get(title_id)
-                if slot is None or slot[0] != genres:
-                    parsed = list(json.loads(genres))
-                    # What the policy knows of a title: its id and genres.
-                    described = JSONDict({"title": title_id, "genre": parsed})
-                    slot = (genres, parsed, described, context_text(described))
-                    self._slots[title_id] = slot
-                title = found[title_id] = ServableTitle(
-                    title_id, slot[1], default_id, [], slot[2], slot[3]
-                )
+            variants = found.get(title_id)
+            if variants is None:
+                variants = found[title_id] = (default_id, genres, [])
             if artwork_id is None:
                 continue
             cached = self._candidates.get(artwork_id)
             if cached is None or cached[0] != tags or cached[1] != features:
                 cached = (tags, features, _candidate(artwork_id, tags, features))
                 self._candidates[artwork_id] = cached
-            title.variants.append(cached[2])
-        return found
+            variants[2].append(cached[2])
+        return {
+            title_id: self._slot(title_id, default_id, genres, candidates)
+            for title_id, (default_id, genres, candidates) in found.items()
+        }
+
+    def _slot(
+        self, title_id: str, default_id: str | None, genres: str, candidates: list[Candidate]
+    ) -> Slot:
+        described = self._slots.get(title_id)
+        if described is None or described[0] != genres:
+            # What the policy knows of a title: its id and genres.
+            features = JSONDict({"title": title_id, "genre": list(json.loads(genres))})
+            described = (genres, features, context_text(features))
+            self._slots[title_id] = described
+        return Slot(
+            title_id,
+            candidates,
+            default_id,
+            described[1],
+            described[2],
+            # The variants as each decision about this title logs them, encoded once.
+            logged_candidates(candidates),
+        )
 
     def image(
         self, engine: Engine, artwork_ids: Iterable[str], preset: str, fmt: str
@@ -205,3 +201,22 @@ class ServingCatalog:
             "color": stored.get("color"),
             "blurhash": (stored.get("blurhash") or {}).get(preset),
         }
+
+
+class CatalogReader:
+    """The catalog as the decision service reads it (`bandit.decisions.CandidateReader`):
+    `ServingCatalog`'s titles through one engine."""
+
+    def __init__(self, catalog: ServingCatalog, engine: Engine) -> None:
+        self.catalog = catalog
+        self.engine = engine
+
+    @property
+    def version(self) -> int | None:
+        return self.catalog.version
+
+    def read(self, slot_ids: Sequence[str], *, fresh: bool) -> tuple[dict[str, Slot], int]:
+        try:
+            return self.catalog.titles(self.engine, slot_ids, fresh=fresh)
+        except ReadUnavailable as error:
+            raise CandidatesUnavailable(str(error)) from None

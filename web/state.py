@@ -14,10 +14,11 @@ from artwork.isolation import PipelineProcess
 from artwork.store import BlobStore
 from bandit.config import ExplorationConfig
 from bandit.decision_log import GroupCommitLog
-from bandit.learner import RewardConfig
+from bandit.decisions import DecisionService
+from bandit.rewards import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings
-from web.serving_catalog import ServingCatalog
+from web.serving_catalog import CatalogReader, ServingCatalog
 
 
 @dataclass
@@ -32,13 +33,25 @@ class Runtime:
     rewards: RewardConfig
     limits: IngestLimits
     rng: random.Random
+    # Where decisions are written (group commit).
+    decision_log: GroupCommitLog
     # Runs the artwork pipeline for uploads in a child process; None: in this process.
     pipeline: PipelineProcess | None = None
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
-    # Where decisions are written (group commit); None writes them in a session of their own.
-    decision_log: GroupCommitLog | None = None
     # The catalog as decision serving sees it, cached for this database.
     catalog: ServingCatalog = field(default_factory=ServingCatalog)
+
+    @property
+    def decisions(self) -> DecisionService:
+        """The decision service over this process's catalog, policy, log and settings (built
+        per use, two small objects, so that a test swapping one part is heard)."""
+        return DecisionService(
+            CatalogReader(self.catalog, self.engine),
+            self.policy,
+            self.decision_log,
+            self.exploration,
+            self.rng,
+        )
 
 
 def runtime() -> Runtime:

@@ -11,8 +11,9 @@ import signal
 import sys
 from datetime import timedelta
 
-from bandit.learner import LearnReport, RewardConfig, learn_once
+from bandit.learner import LearnReport, learn_once
 from bandit.models import utcnow
+from bandit.rewards import RewardConfig
 from web.db import make_engine, make_sessionmaker
 
 

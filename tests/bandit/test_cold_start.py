@@ -7,8 +7,8 @@ import random
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
+from bandit.decisions import DecisionRequest, choose, shaped_distribution
 from bandit.features import Candidate
-from bandit.log import DecisionRequest, choose, shaped_distribution
 from tests.bandit.world import LOOKS, catalog, learn_rounds
 from web.config import DEFAULT_VW_ARGS
 

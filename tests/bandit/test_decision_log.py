@@ -16,8 +16,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
 from bandit.decision_log import DecisionLogError, GroupCommitLog, StaleWrite
+from bandit.decisions import DecisionRecord, DecisionRequest, choose
 from bandit.features import Candidate
-from bandit.log import DecisionRecord, DecisionRequest, choose
 from bandit.models import CandidateSet, Decision
 from bandit.policy import Policy
 from tests.helpers import poster_bytes, runtime, upload

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from bandit.dsjson import to_dsjson
 from bandit.evaluation import EvaluationConfig, evaluate_events, logged_events, save_evaluation
-from bandit.learner import RewardConfig
 from bandit.models import Evaluation
+from bandit.rewards import RewardConfig
 from tests.bandit.test_dsjson import GOOD
 from tests.bandit.test_simulator import TINY_WORLD
 from web.cli import main

@@ -16,7 +16,7 @@ from bandit.config import (
     compose_vw_args,
 )
 from bandit.features import Candidate, example_lines, feature_tokens
-from bandit.learner import RewardConfig
+from bandit.rewards import RewardConfig
 from web.config import DEFAULT_VW_ARGS, ConfigError, load_settings
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from bandit.learner import LearnReport, RewardConfig, learn_once
+from bandit.learner import LearnReport, learn_once
 from bandit.models import Decision, PolicySnapshot, utcnow
 from bandit.policy import Policy
+from bandit.rewards import RewardConfig
 from bandit.snapshots import load_latest
 from tests.bandit.world import catalog, weights, write_log
 from web.config import DEFAULT_VW_ARGS

@@ -14,8 +14,8 @@ from alembic import command
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from bandit.decisions import DecisionRequest, candidate_set_id, choose
 from bandit.features import Candidate
-from bandit.log import DecisionRequest, candidate_set_id, choose
 from bandit.models import CandidateSet, Decision
 from bandit.policy import Policy
 from tests.conftest import POSTGRES_URL, REQUIRE_POSTGRES

@@ -12,13 +12,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
+from bandit.decisions import DecisionRequest
 from bandit.features import Candidate
-from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, decide, record_events
+from bandit.learner import learn_once
 from bandit.models import Decision, Reward
 from bandit.policy import Policy
+from bandit.rewards import Event, RewardConfig, record_events
 from bandit.snapshots import load_latest
 from tests.bandit.world import weights
+from tests.helpers import decide
 from web.config import DEFAULT_VW_ARGS
 
 T0 = datetime(2026, 3, 1, 20, 0, 0)

@@ -13,8 +13,8 @@ from uuid import UUID
 import pytest
 
 from bandit.config import ExplorationConfig
+from bandit.decisions import DecisionRequest, choose, event_ids, shaped_distribution, sticky_period
 from bandit.features import Candidate, example_lines
-from bandit.log import DecisionRequest, choose, event_ids, shaped_distribution, sticky_period
 from bandit.models import utcnow
 from bandit.policy import Policy, apprentice, draw, normalise, with_floor
 from web.config import DEFAULT_VW_ARGS

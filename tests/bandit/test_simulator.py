@@ -12,9 +12,10 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from bandit.config import ExplorationConfig
 from bandit.evaluation import EvaluationConfig, evaluate_events, logged_events
-from bandit.learner import RewardConfig
 from bandit.models import Decision, PolicySnapshot, Reward
+from bandit.rewards import RewardConfig
 from bandit.simulator import (
     BASELINES,
     PolicyRun,
@@ -154,6 +155,9 @@ def test_simulation_runs_the_real_loop_and_learns(app: Flask, tmp_path: Path) ->
     config = SimulationConfig(
         decisions=3000,
         vw_args="--cb_explore_adf --epsilon 0.05 -q ua -q ta --quiet",
+        # No apprentice phase: its 1% propensities would make the IPS intervals below too
+        # wide to say anything (apprentice mode is simulated by default, as on a server).
+        exploration=ExplorationConfig(apprentice_examples=0),
         learn_every=300,
     )
     result = simulate(world, sessions, config)

@@ -11,9 +11,10 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bandit.learner import RewardConfig, learn_once
+from bandit.learner import learn_once
 from bandit.models import PolicySnapshot, utcnow
 from bandit.policy import Policy
+from bandit.rewards import RewardConfig
 from bandit.snapshots import ServingPolicy, load_latest
 from tests.bandit.world import catalog, weights, write_log
 from tests.helpers import runtime

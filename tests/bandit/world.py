@@ -12,11 +12,13 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
+from bandit.decisions import DecisionRequest
 from bandit.features import Candidate
-from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, decide, record_events
+from bandit.learner import learn_once
 from bandit.policy import Policy
+from bandit.rewards import Event, RewardConfig, record_events
 from bandit.snapshots import load_latest
+from tests.helpers import decide
 
 # Looks a variant can have: its tags and the image features the artwork room computes.
 LOOKS = {

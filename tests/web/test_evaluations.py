@@ -12,12 +12,14 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from bandit.decisions import DecisionRequest
 from bandit.features import Candidate
-from bandit.learner import RewardConfig, learn_once
-from bandit.log import DecisionRequest, Event, decide, record_events
+from bandit.learner import learn_once
 from bandit.models import utcnow
 from bandit.policy import Policy
+from bandit.rewards import Event, RewardConfig, record_events
 from tests.bandit.test_simulator import TINY_WORLD
+from tests.helpers import decide
 from web.cli import main
 from web.config import Settings
 

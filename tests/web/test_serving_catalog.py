@@ -67,7 +67,7 @@ def test_titles_are_cached_until_asked_fresh_and_renditions_refresh_after_their_
     engine = session.get_bind()
     cached, fresh = ServingCatalog(rendition_ttl_seconds=3600), ServingCatalog(0)
     found, version = cached.titles(engine, ["s", "nope"])
-    assert [c.id for c in found["s"].variants] == ids
+    assert [c.id for c in found["s"].candidates] == ids
     assert "nope" not in found and version == _version(session)
     before = cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]
     fresh.image(engine, [ids[0]], "boxart-342", "webp")
@@ -81,10 +81,10 @@ def test_titles_are_cached_until_asked_fresh_and_renditions_refresh_after_their_
     session.commit()
     # The cache answers with what it read, and says at which version...
     found, stale = cached.titles(engine, ["s"])
-    assert [c.id for c in found["s"].variants] == ids and stale == version
+    assert [c.id for c in found["s"].candidates] == ids and stale == version
     # ...which the decision log would refuse; a fresh read has the pause.
     found, current = cached.titles(engine, ["s"], fresh=True)
-    assert [c.id for c in found["s"].variants] == [ids[1]]
+    assert [c.id for c in found["s"].candidates] == [ids[1]]
     assert current == _version(session) > version
     assert cached.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]] == before
     assert fresh.image(engine, [ids[0]], "boxart-342", "webp")[ids[0]]["url"] == (

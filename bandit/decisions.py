@@ -1,5 +1,5 @@
-"""The decision log and the reward log: what was chosen, with what probability, and what
-came back for it."""
+"""The decision engine: shaping a policy's distribution (floor, apprentice mode), the seeded
+draw, the records the log keeps, and the decision service every caller decides through."""
 
 from __future__ import annotations
 
@@ -8,19 +8,21 @@ import hmac
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
+from bandit.decision_log import StaleWrite
 from bandit.features import Candidate, context_text
-from bandit.models import CandidateSet, Decision, Reward, utcnow
+from bandit.models import CandidateSet, Decision, utcnow
 from bandit.policy import Policy, apprentice, draw, sticky_seed, with_floor
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,12 +196,13 @@ def shaped_distribution(
         return [1.0], "single"
     ids = [c.id for c in candidates]
     learned = policy.slot_examples.get(request.slot, 0)
+    floor = exploration.floor_for(learned)
     if request.default_id in ids and learned < exploration.apprentice_examples:
-        return apprentice(len(ids), ids.index(request.default_id), exploration.floor), "apprentice"
+        return apprentice(len(ids), ids.index(request.default_id), floor), "apprentice"
     probabilities = policy.distribution(
         request.context, request.slot_features, candidates, context_tokens, request.slot_tokens
     )
-    return with_floor(probabilities, exploration.floor), "policy"
+    return with_floor(probabilities, floor), "policy"
 
 
 def choose(
@@ -268,97 +271,155 @@ def choose(
     return decisions
 
 
-def decide(
-    session: Session,
-    policy: Policy,
-    requests: Sequence[DecisionRequest],
-    rng: random.Random,
-    *,
-    exploration: ExplorationConfig | None = None,
-    now: datetime | None = None,
-) -> list[Decision]:
-    """`choose`, and add the decisions to `session` (the caller commits)."""
-    records = choose(policy, requests, rng, exploration=exploration, now=now)
-    store_candidate_sets(session, records)
-    decisions = [record.model() for record in records]
-    session.add_all(decisions)
-    return decisions
+# The decision service: one path from "these slots, this viewer" to logged decisions, for the
+# HTTP API, the simulator, the benchmarks and the tests alike.
 
 
 @dataclass(frozen=True)
-class Event:
-    event_id: str
-    type: str
-    value: float = 1.0
+class Slot:
+    """What a candidate reader knows of one slot (for keyart: a title): its active
+    candidates in a stable order (maybe none), the action served in apprentice mode, and
+    the slot's own features with their VW tokens when the reader caches them."""
+
+    id: str
+    candidates: Sequence[Candidate]
+    default_id: str | None = None
+    features: Mapping[str, Any] = field(default_factory=dict)
+    tokens: str | None = None
+    logged: JSONList | None = None  # `logged_candidates(candidates)`, when cached
 
 
-EVENT_STATUSES = ("accepted", "duplicate", "unknown_event", "too_late", "invalid")
+class CandidatesUnavailable(RuntimeError):
+    """The reader could not read the candidates (nothing was decided or logged)."""
 
 
-def record_events(
-    session: Session,
-    events: Sequence[Event],
-    *,
-    reward_wait: float,
-    known_types: Sequence[str],
-    now: datetime | None = None,
-) -> list[str]:
-    """Store outcome events; answer one status per event, in order (the caller commits).
+class CatalogChanging(RuntimeError):
+    """The candidates kept changing while the service decided; nothing was logged."""
 
-    Events are idempotent per (event_id, type). An event for an unknown decision is never
-    stored. One that arrives after the reward window is stored apart (`late`) and never
-    learned, so a slow client cannot rewrite history the learner already scored.
+
+class CandidateReader(Protocol):
+    """Where the service reads candidates from: keyart's catalog (`web.serving_catalog`),
+    the simulator's world, or a request's own list (Personalizer's rank).
+
+    `read` answers the known slots among `slot_ids` and the version of the candidates they
+    are current at (None: unversioned); it raises `CandidatesUnavailable` when it cannot
+    read. `version` is the version the reader's cache is at, which the service compares
+    with what the decision log last saw to tell whether to read afresh."""
+
+    version: Any
+
+    def read(self, slot_ids: Sequence[str], *, fresh: bool) -> tuple[dict[str, Slot], Any]: ...
+
+
+class ListedCandidates:
+    """A reader over slots given in full (the simulator's world, a ranking request's own
+    actions): nothing to cache, so nothing is ever stale."""
+
+    version = None
+
+    def __init__(self, slots: Sequence[Slot]) -> None:
+        self.slots = {slot.id: slot for slot in slots}
+
+    def read(self, slot_ids: Sequence[str], *, fresh: bool) -> tuple[dict[str, Slot], None]:
+        return {s: self.slots[s] for s in slot_ids if s in self.slots}, None
+
+
+class DecisionWriter(Protocol):
+    """Where decisions are made durable (`bandit.decision_log.GroupCommitLog`): `write`
+    returns once they are committed, raises `StaleWrite` if `expect` is no longer the
+    guarded version, and `DecisionLogError` if they could not be logged."""
+
+    guarded: Any
+
+    def write(self, records: Sequence[DecisionRecord], expect: Any = None) -> None: ...
+
+
+class PolicySource(Protocol):
+    """The policy to decide with now (`bandit.snapshots.ServingPolicy`)."""
+
+    current: Policy
+
+
+@dataclass(frozen=True)
+class Decided(Generic[T]):
+    """A page decided and logged: the known slots as read, one decision per slot that had
+    candidates (in request order), and what `prepare` made of them."""
+
+    slots: dict[str, Slot]
+    decisions: list[DecisionRecord]
+    prepared: T
+
+
+# Attempts at a page before giving up, when the candidates keep changing under its decisions.
+ATTEMPTS = 3
+
+
+class DecisionService:
+    """Candidates in, decisions out: logged if and only if answered, never from stale
+    candidates.
+
+    Each call reads the slots (cached by the reader while the log's guard holds), draws a
+    decision per slot with `choose`, lets the caller `prepare` its answer (anything that
+    can fail must fail before the decisions are logged: a logged decision answered as an
+    error would be learned as never clicked), then writes them. A write refused as stale
+    (the candidates changed after they were read) is decided again from a fresh read.
     """
-    now = now or utcnow()
-    ids = {event.event_id for event in events}
-    decisions = {
-        d.event_id: d.created_at
-        for d in session.execute(
-            select(Decision.event_id, Decision.created_at).where(Decision.event_id.in_(ids))
-        )
-    }
-    window = timedelta(seconds=reward_wait)
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statuses: list[str] = []
-    seen: set[tuple[str, str]] = set()
-    for event in events:
-        created_at = decisions.get(event.event_id)
-        if event.type not in known_types:
-            statuses.append("invalid")
-            continue
-        if created_at is None:
-            statuses.append("unknown_event")
-            continue
-        key = (event.event_id, event.type)
-        if key in seen:
-            statuses.append("duplicate")
-            continue
-        seen.add(key)
-        late = now > created_at + window
-        # ON CONFLICT keeps concurrent duplicates out without failing the batch; RETURNING
-        # says whether this request was the one that stored it.
-        inserted = session.execute(
-            insert(Reward)
-            .values(
-                event_id=event.event_id,
-                type=event.type,
-                value=event.value,
-                created_at=now,
-                late=late,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id", "type"])
-            .returning(Reward.id)
-        ).scalar_one_or_none()
-        if inserted is None:
-            statuses.append("duplicate")
-        elif late:
-            statuses.append("too_late")
-        else:
-            statuses.append("accepted")
-            if event.type == "impression":
-                session.execute(
-                    update(Decision)
-                    .where(Decision.event_id == event.event_id)
-                    .values(activated=True)
+
+    def __init__(
+        self,
+        reader: CandidateReader,
+        policy: PolicySource,
+        log: DecisionWriter,
+        exploration: ExplorationConfig,
+        rng: random.Random,
+    ) -> None:
+        self.reader = reader
+        self.policy = policy
+        self.log = log
+        self.exploration = exploration
+        self.rng = rng
+
+    def decide(
+        self,
+        slot_ids: Sequence[str],
+        context: Mapping[str, Any],
+        *,
+        user: str | None = None,
+        deferred: bool = False,
+        now: datetime | None = None,
+        prepare: Callable[[list[DecisionRecord]], T] = lambda _: None,  # type: ignore[assignment,return-value]
+    ) -> Decided[T]:
+        """Decide and log one page; raises `CandidatesUnavailable`, `CatalogChanging` or
+        `DecisionLogError` (nothing logged in each case)."""
+        wanted = list(dict.fromkeys(slot_ids))
+        for attempt in range(ATTEMPTS):
+            # Read afresh when the last attempt was refused, or the log's writer has already
+            # seen a newer version than the reader's cache holds.
+            guarded = self.log.guarded
+            fresh = attempt > 0 or (guarded is not None and guarded != self.reader.version)
+            slots, version = self.reader.read(wanted, fresh=fresh)
+            requests = [
+                DecisionRequest(
+                    slot=slot.id,
+                    candidates=slot.candidates,
+                    context=context,
+                    slot_features=slot.features,
+                    user=user,
+                    deferred=deferred,
+                    default_id=slot.default_id,
+                    slot_tokens=slot.tokens,
+                    logged=slot.logged,
                 )
-    return statuses
+                for slot_id in wanted
+                if (slot := slots.get(slot_id)) is not None and slot.candidates
+            ]
+            records = choose(
+                self.policy.current, requests, self.rng, exploration=self.exploration, now=now
+            )
+            prepared = prepare(records)
+            try:
+                self.log.write(records, expect=version)
+            except StaleWrite:
+                continue
+            return Decided(slots, records, prepared)
+        raise CatalogChanging("the candidates kept changing while deciding; try again")
