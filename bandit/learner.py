@@ -13,7 +13,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, DateTime, String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
-from bandit import vw_driver
+from bandit import lineages, vw_driver
 from bandit.features import (
     CONTEXT_NS,
     SLOT_NS,
@@ -29,7 +29,7 @@ from bandit.features import (
     _number,
     context_text,
 )
-from bandit.models import CandidateSet, Decision, Reward, utcnow
+from bandit.models import CandidateSet, Decision, PolicyLineage, Reward, utcnow
 from bandit.policy import vw_argv
 from bandit.rewards import RewardConfig, horizon, joined_reward
 from bandit.snapshots import load_latest, save_snapshot
@@ -42,12 +42,22 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 10_000
 
 
+# Days of log a new lineage is trained from (KEYART_RETRAIN_DAYS); 0: the whole log.
+RETRAIN_DAYS = 14.0
+
+
 @dataclass(frozen=True)
 class LearnReport:
+    """One pass over the serving lineage (and, under `training`, over the lineage being
+    trained to replace it)."""
+
     learned: int
     skipped: int
     cursor: int
     version: int | None  # the snapshot saved, or None when there was nothing to learn
+    lineage_id: int | None = None
+    training: LearnReport | None = None
+    switched: bool = False  # the trained lineage serves from this pass on
 
 
 _BATCH = (
@@ -354,8 +364,47 @@ def learn_once(
     on_learned: Callable[[int], None] | None = None,
     on_commit: Callable[[LearnReport], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    retrain_days: float = RETRAIN_DAYS,
 ) -> LearnReport:
-    """Learn every decision whose window has closed and that is past the cursor, in batches.
+    """One learner pass with these learning settings (`vw_args`, `rewards`' values and
+    aggregation): the serving lineage learns every decision whose window has closed past
+    its cursor; if the settings are not the serving lineage's, a lineage for them is
+    started (`bandit.lineages`) and trained from the retained log, and it replaces the
+    serving one, in the same transaction as its last snapshot, once it has caught up.
+    """
+    if batch_size < 1:
+        raise ValueError("batch size must be at least 1")
+    now = now or utcnow()
+    serving, training = lineages.prepare(
+        session, vw_args, rewards, now=now, retrain_days=retrain_days
+    )
+    session.commit()
+    report = _learn_lineage(
+        session, serving, rewards, now, batch_size, on_learned, on_commit, should_stop
+    )
+    if training is None or should_stop():
+        return report
+    trained = _learn_lineage(session, training, rewards, now, batch_size, None, None, should_stop)
+    switched = trained.cursor >= report.cursor and not should_stop()
+    if switched:
+        lineages.switch(session, serving, training, now)
+        session.commit()
+        log.info("lineage %d serves in place of lineage %d", training.id, serving.id)
+    return replace(report, training=trained, switched=switched)
+
+
+def _learn_lineage(
+    session: Session,
+    lineage: PolicyLineage,
+    rewards: RewardConfig,
+    now: datetime,
+    batch_size: int,
+    on_learned: Callable[[int], None] | None,
+    on_commit: Callable[[LearnReport], None] | None,
+    should_stop: Callable[[], bool],
+) -> LearnReport:
+    """Learn every decision whose window has closed and that is past the lineage's cursor,
+    in batches.
 
     Each batch commits the new snapshot, its per-slot counts and the cursor together, so a
     learner killed at any point restarts exactly where its last commit left it and learns
@@ -363,12 +412,10 @@ def learn_once(
     this pass is read, `on_commit(report)` after each batch's commit (progress reporting).
     The pass ends early, after a batch's commit, once `should_stop()` says so.
     """
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
-    now = now or utcnow()
+    rewards = lineages.lineage_rewards(lineage, rewards)
     closed_at = horizon(rewards, now)
-    policy, snapshot = load_latest(session, vw_args)
-    cursor = snapshot.cursor if snapshot else 0
+    policy, snapshot = load_latest(session, lineage.settings["vw_args"], lineage)
+    cursor = snapshot.cursor if snapshot else lineage.start_cursor
     examples = snapshot.examples_learned if snapshot else 0
     # The model as bytes between batches: VW's driver learns each batch from a file.
     model = snapshot.model if snapshot else None
@@ -395,13 +442,23 @@ def learn_once(
                     policy.slot_examples[slot] = policy.slot_examples.get(slot, 0) + count
                 cursor = batch.cursor
                 saved = save_snapshot(
-                    session, policy, examples_learned=examples + learned, cursor=cursor, model=model
+                    session,
+                    policy,
+                    examples_learned=examples + learned,
+                    cursor=cursor,
+                    model=model,
+                    lineage_id=lineage.id,
                 )
                 policy.version = version = saved.version
                 session.commit()
-                log.info("learned up to decision %d: policy version %d", cursor, version)
+                log.info(
+                    "lineage %d learned up to decision %d: policy version %d",
+                    lineage.id,
+                    cursor,
+                    version,
+                )
                 if on_commit is not None:
-                    report = LearnReport(learned, skipped, cursor, version)
+                    report = LearnReport(learned, skipped, cursor, version, lineage.id)
                     on_commit(report)
                 if following is not None and should_stop():
                     chain.abandon()  # the next batch's job: the next pass learns it again
@@ -412,22 +469,31 @@ def learn_once(
             raise
         finally:
             batches.close()
-    return LearnReport(learned=learned, skipped=skipped, cursor=cursor, version=version)
+    return LearnReport(learned, skipped, cursor, version, lineage.id)
 
 
 def learn_forever(
     session_factory: Callable[[], Session],
-    vw_args: str,
-    rewards: RewardConfig,
+    learning: Callable[[Session], tuple[str, RewardConfig]],
     interval_seconds: float,
     should_stop: Callable[[], bool] = lambda: False,
+    retrain_days: float = RETRAIN_DAYS,
+    after_pass: Callable[[Session], None] | None = None,
 ) -> None:
     """Run `learn_once` every `interval_seconds` until `should_stop()`, which is asked
-    after each batch's commit and every quarter second between passes."""
+    after each batch's commit and every quarter second between passes. `learning(session)`
+    gives each pass its settings (VW arguments, rewards), so a change of them made while
+    the learner runs (`PUT /api/v1/policy`) starts a lineage on the next pass;
+    `after_pass(session)` runs after each pass (automatic optimisation)."""
     while not should_stop():
         try:
             with session_factory() as session:
-                learn_once(session, vw_args, rewards, should_stop=should_stop)
+                vw_args, rewards = learning(session)
+                learn_once(
+                    session, vw_args, rewards, should_stop=should_stop, retrain_days=retrain_days
+                )
+                if after_pass is not None and not should_stop():
+                    after_pass(session)
         except Exception:  # keep learning after a database blip; the cursor makes it safe
             log.exception("learning pass failed")
         # In slices: a stop asked for (SIGTERM from `keyart serve`) need not wait out the

@@ -130,6 +130,42 @@ class PolicySnapshot(LogBase):
     cursor: Mapped[int] = mapped_column(BigInteger, default=0)
     # Examples learned per slot, for the apprentice threshold.
     slot_examples: Mapped[dict[str, int] | None] = mapped_column(JSON, default=dict)
+    # The lineage this model belongs to (`PolicyLineage`); a number, not a foreign key, like
+    # the rest of the log.
+    lineage_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class PolicyLineage(LogBase):
+    """One model's history under one set of learning settings (VW arguments with their
+    interactions and hash bits, reward values and aggregation): `bandit.lineages`.
+
+    At most one lineage serves at a time; a lineage for changed settings trains from the
+    retained log while the serving one goes on, and is switched in once it has caught up.
+    """
+
+    __tablename__ = "policy_lineages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # training, serving, retired
+    # Decisions after this id are its to learn: where the retained log began when it started.
+    start_cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    serving_since: Mapped[datetime | None] = mapped_column(DateTime)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Why it was started or retired, in a few words, for the history.
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class StoredPolicySettings(LogBase):
+    """Learning settings set through the API (`PUT /api/v1/policy`): they win over the
+    environment's until cleared. One row, id 1."""
+
+    __tablename__ = "policy_settings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Evaluation(LogBase):

@@ -41,6 +41,8 @@ class Policy:
         argv = vw_argv(vw_args)
         self.vw_args = vw_args
         self.version = version
+        # The lineage whose snapshot this is (`bandit.lineages`); None: none yet.
+        self.lineage_id: int | None = None
         # Examples learned per slot: below the apprentice threshold a slot serves its default.
         self.slot_examples: dict[str, int] = dict(slot_examples or {})
         self.workspace = (

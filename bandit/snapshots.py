@@ -1,5 +1,6 @@
 """Policy snapshots: saving a learned model with its log cursor, loading the newest sound
-one, and keeping a serving process's policy current without blocking requests."""
+one of a lineage (by default the serving lineage, `bandit.lineages`), and keeping a serving
+process's policy current without blocking requests."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bandit.models import PolicySnapshot
+from bandit.models import PolicyLineage, PolicySnapshot
 from bandit.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -21,8 +22,22 @@ def checksum(model: bytes) -> str:
     return hashlib.sha256(model).hexdigest()
 
 
-def latest_version(session: Session) -> int:
-    return session.scalar(select(func.max(PolicySnapshot.version))) or 0
+def latest_version(session: Session, lineage_id: int | None = None) -> int:
+    """The newest snapshot version, of one lineage or (None) of any."""
+    query = select(func.max(PolicySnapshot.version))
+    if lineage_id is not None:
+        query = query.where(PolicySnapshot.lineage_id == lineage_id)
+    return session.scalar(query) or 0
+
+
+def serving_lineage(session: Session) -> PolicyLineage | None:
+    """The lineage serving decisions now (None before the first learner pass)."""
+    return session.scalars(
+        select(PolicyLineage)
+        .where(PolicyLineage.status == "serving")
+        .order_by(PolicyLineage.id.desc())
+        .limit(1)
+    ).first()
 
 
 def save_snapshot(
@@ -32,10 +47,12 @@ def save_snapshot(
     examples_learned: int,
     cursor: int,
     model: bytes | None = None,
+    lineage_id: int | None = None,
 ) -> PolicySnapshot:
     """Add the next snapshot to `session`; the caller commits it with whatever else moved.
     `model` is the model to save when it is not `policy`'s own workspace (the learner's
-    batches are learned by VW's driver)."""
+    batches are learned by VW's driver). Versions rise across lineages, so a version names
+    one model whatever lineage it is of."""
     model = policy.serialize() if model is None else model
     snapshot = PolicySnapshot(
         version=latest_version(session) + 1,
@@ -45,21 +62,29 @@ def save_snapshot(
         examples_learned=examples_learned,
         cursor=cursor,
         slot_examples=dict(policy.slot_examples),
+        lineage_id=lineage_id,
     )
     session.add(snapshot)
     return snapshot
 
 
-def load_latest(session: Session, vw_args: str) -> tuple[Policy, PolicySnapshot | None]:
-    """The newest snapshot whose checksum holds and whose model loads, else a fresh policy.
+def load_latest(
+    session: Session, vw_args: str, lineage: PolicyLineage | None = None
+) -> tuple[Policy, PolicySnapshot | None]:
+    """The newest snapshot of `lineage` (default: the serving one; before there is any
+    lineage, of any) whose checksum holds and whose model loads, else a fresh policy with
+    the lineage's VW arguments (or `vw_args`).
 
     A corrupt snapshot is skipped with a warning rather than taking serving down: the
     previous version is still a good policy.
     """
-    versions = session.scalars(
-        select(PolicySnapshot.version).order_by(PolicySnapshot.version.desc())
-    ).all()
-    for version in versions:
+    if lineage is None:
+        lineage = serving_lineage(session)
+    query = select(PolicySnapshot.version).order_by(PolicySnapshot.version.desc())
+    if lineage is not None:
+        query = query.where(PolicySnapshot.lineage_id == lineage.id)
+        vw_args = lineage.settings["vw_args"]
+    for version in session.scalars(query).all():
         # One model in memory at a time: older ones are only read if newer ones are bad.
         snapshot = session.get(PolicySnapshot, version)
         if snapshot is None:
@@ -71,12 +96,15 @@ def load_latest(session: Session, vw_args: str) -> tuple[Policy, PolicySnapshot 
             policy = Policy(
                 snapshot.vw_args, snapshot.model, snapshot.version, snapshot.slot_examples
             )
+            policy.lineage_id = snapshot.lineage_id
             return policy, snapshot
         except RuntimeError as error:
             log.warning(
                 "policy snapshot %d does not load (%s); skipping it", snapshot.version, error
             )
-    return Policy(vw_args), None
+    policy = Policy(vw_args)
+    policy.lineage_id = lineage.id if lineage is not None else None
+    return policy, None
 
 
 class ServingPolicy:
@@ -108,17 +136,21 @@ class ServingPolicy:
             log.exception("no policy loaded yet: the snapshot could not be read")
 
     def refresh(self) -> bool:
-        """Load the newest snapshot if it is newer than the current one; True if swapped."""
+        """Load the serving lineage's newest snapshot if it is newer than the current one,
+        or the serving lineage has changed; True if swapped."""
         with self._refresh_lock, self._session_factory() as session:
-            if latest_version(session) <= self.current.version:
+            lineage = serving_lineage(session)
+            lineage_id = lineage.id if lineage is not None else None
+            same = lineage_id == self.current.lineage_id
+            if same and latest_version(session, lineage_id) <= self.current.version:
                 self.loaded = True
                 return False
-            policy, snapshot = load_latest(session, self._vw_args)
+            policy, snapshot = load_latest(session, self._vw_args, lineage)
             self.loaded = True
-            if snapshot is None or policy.version <= self.current.version:
+            if same and (snapshot is None or policy.version <= self.current.version):
                 return False
             self.current = policy
-            log.info("serving policy version %d", policy.version)
+            log.info("serving policy version %d (lineage %s)", policy.version, lineage_id)
             return True
 
     def start(self) -> None:

@@ -70,6 +70,8 @@ def _truncate(url: str) -> None:
                 "candidate_sets",
                 "rewards",
                 "policy_snapshots",
+                "policy_lineages",
+                "policy_settings",
                 "editors",
                 "evaluations",
             )

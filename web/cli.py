@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from bandit.rewards import RewardConfig
+
 
 def _settings() -> Settings:
     try:
@@ -122,16 +124,32 @@ def db_upgrade() -> None:
 def learn(once: bool) -> None:
     """Teach the policy from decisions whose reward window has closed."""
     from bandit.learner import learn_forever, learn_once
+    from bandit.lineages import stored_settings
+    from web.config import learning_settings
 
     settings = _settings()
-    rewards = settings.reward_config()
+
+    def learning(session: Session) -> tuple[str, RewardConfig]:
+        return learning_settings(settings, stored_settings(session))
+
     if once:
         with _sessions(settings) as sessions, sessions() as session:
-            report = learn_once(session, settings.vw_args, rewards)
+            try:
+                vw_args, rewards = learning(session)
+            except ConfigError as error:
+                raise click.ClickException(f"stored policy settings: {error}") from None
+            report = learn_once(session, vw_args, rewards, retrain_days=settings.retrain_days)
         click.echo(
             f"learned {report.learned} decisions, skipped {report.skipped}; "
             f"cursor {report.cursor}; policy version {report.version or 'unchanged'}"
         )
+        if report.training is not None:
+            trained = report.training
+            state = "now serves" if report.switched else "is catching up"
+            click.echo(
+                f"lineage {trained.lineage_id} for the new settings learned {trained.learned} "
+                f"decisions (cursor {trained.cursor}) and {state}"
+            )
         return
     stopping = False
 
@@ -146,7 +164,16 @@ def learn(once: bool) -> None:
     # No schema check: the long-running learner (the one `keyart serve` starts) rides out a
     # database that is down or not yet migrated, logging each failed pass and trying again.
     with _sessions(settings, require_schema=False) as sessions:
-        learn_forever(sessions, settings.vw_args, rewards, every, lambda: stopping)
+        learn_forever(
+            sessions,
+            learning,
+            every,
+            lambda: stopping,
+            settings.retrain_days,
+            (lambda session: optimize_when_due(session, settings))
+            if settings.auto_optimize
+            else None,
+        )
 
 
 @main.group()
@@ -595,6 +622,138 @@ def simulate(
         return
     click.echo(format_table(result.summary()))
     click.echo(f"regret curve: {png}")
+
+
+@main.command()
+@click.option(
+    "--candidate",
+    "candidates",
+    multiple=True,
+    help="Exploration arguments to try (repeatable; default: the built-in grid).",
+)
+@click.option(
+    "--budget",
+    type=click.FloatRange(1, 86_400),
+    default=600.0,
+    show_default=True,
+    help="Seconds to spend scoring candidates at most.",
+)
+@click.option("--dry-run", is_flag=True, help="Score and report, but adopt nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def optimize(candidates: tuple[str, ...], budget: float, dry_run: bool, as_json: bool) -> None:
+    """Score candidate learning settings on the retained log; adopt one whose 95% lower
+    bound beats the serving settings (a new lineage then trains from the log)."""
+    import json
+
+    from bandit.evaluation import jsonable
+    from bandit.lineages import stored_settings
+
+    settings = _settings()
+    with _sessions(settings) as sessions, sessions() as session:
+        try:
+            run = optimize_settings(
+                session, settings, candidates=candidates, budget=budget, adopt=not dry_run
+            )
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        stored = stored_settings(session)
+    if as_json:
+        click.echo(json.dumps(jsonable(run.as_result()), indent=2))
+        return
+    click.echo(f"{run.events} decisions of the retained log; doubly robust estimates, 95%:\n")
+    click.echo("| exploration | interactions | estimate | 95% interval | ESS |")
+    click.echo("|---|---|---:|---|---:|")
+    for row in run.rows:
+        low, high = row["ci95"]
+        mark = " (serving)" if row["serving"] else ""
+        click.echo(
+            f"| `{row['exploration_args']}`{mark} | {row['interactions']} "
+            f"| {row['estimate']:.4f} | {low:.4f} to {high:.4f} "
+            f"| {row['effective_sample_size']:.0f} |"
+        )
+    click.echo(f"\n{run.verdict}")
+    if run.adopt is not None:
+        if dry_run:
+            click.echo("dry run: nothing stored")
+        else:
+            click.echo(
+                f"stored as the policy settings ({', '.join(sorted(stored))}); the "
+                "learner trains a lineage for them and serves it once it has caught up"
+            )
+
+
+def optimize_when_due(session: Session, settings: Settings) -> bool:
+    """Run `optimize_settings` if the last run is at least the optimisation interval old
+    and the serving lineage has learned enough decisions since; True if it ran."""
+    from sqlalchemy import select
+
+    from bandit.lineages import describe
+    from bandit.models import Evaluation, utcnow
+    from bandit.snapshots import serving_lineage
+
+    lineage = serving_lineage(session)
+    if lineage is None:
+        return False
+    learned = describe(session, lineage)["examples_learned"]
+    last = None
+    for evaluation in session.scalars(select(Evaluation).order_by(Evaluation.id.desc())):
+        if evaluation.result.get("kind") == "optimization":
+            last = evaluation
+            break
+    if last is not None:
+        age = (utcnow() - last.created_at).total_seconds()
+        since = learned - int(last.result.get("examples_learned") or 0)
+        if age < settings.optimize_interval_seconds or since < settings.optimize_min_events:
+            return False
+    elif learned < settings.optimize_min_events:
+        return False
+    optimize_settings(session, settings)
+    return True
+
+
+def optimize_settings(
+    session: Session,
+    settings: Settings,
+    *,
+    candidates: tuple[str, ...] = (),
+    budget: float = 600.0,
+    adopt: bool = True,
+) -> Any:
+    """One optimisation run over the retained log (`bandit.optimizer`), stored as an
+    evaluation; its choice, if any, stored as the policy settings (unless not `adopt`)."""
+    from datetime import timedelta
+
+    from bandit.evaluation import logged_events, save_evaluation
+    from bandit.lineages import describe, store_settings, stored_settings
+    from bandit.models import utcnow
+    from bandit.optimizer import LearningCandidate, default_grid, optimize
+    from bandit.snapshots import serving_lineage
+    from web.config import learning_settings
+
+    now = utcnow()
+    vw_args, rewards = learning_settings(settings, stored_settings(session))
+    serving, bits = LearningCandidate.from_vw_args(vw_args)
+    since = now - timedelta(days=settings.retrain_days) if settings.retrain_days else None
+    events = list(logged_events(session, rewards, since=since, now=now))
+    if not events:
+        raise ValueError("no decisions whose reward window has closed in the retained log")
+    grid = (
+        [LearningCandidate(c, serving.interactions) for c in candidates]
+        if candidates
+        else default_grid()
+    )
+    run = optimize(events, serving, hash_bits=bits, grid=grid, budget_seconds=budget)
+    lineage = serving_lineage(session)
+    learned = describe(session, lineage)["examples_learned"] if lineage is not None else 0
+    save_evaluation(session, {**run.as_result(), "examples_learned": learned}, since=since)
+    if adopt and run.adopt is not None:
+        stored = dict(stored_settings(session))
+        stored["KEYART_VW_ARGS"] = run.adopt.exploration_args
+        stored["KEYART_INTERACTIONS"] = run.adopt.interactions
+        learning_settings(settings, stored)  # checked as the environment would be
+        store_settings(session, stored, now)
+    session.commit()
+    return run
 
 
 @main.group()

@@ -25,6 +25,7 @@ from artwork.ingest import IngestLimits
 from artwork.pipeline import PipelineConfig
 from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
 from bandit.config import (
+    DEFAULT_EXPLORATION,
     DEFAULT_EXPLORATION_ARGS,
     DEFAULT_VW_ARGS,
     ExplorationConfig,
@@ -82,11 +83,22 @@ class Settings:
     # Least probability any active variant is served with (see bandit.config). 1%: with five
     # variants at most 5% of traffic goes to the floor beyond VW's own exploration, which
     # keeps the simulator's keyart within its regret budget (issue 5's quality test).
-    probability_floor: float = 0.01
+    probability_floor: float = DEFAULT_EXPLORATION.floor
+    # The floor decays towards this as a title's learned examples grow (None: no decay),
+    # halfway there after `floor_decay_examples` (see bandit.config.ExplorationConfig).
+    probability_floor_min: float | None = DEFAULT_EXPLORATION.floor_min
+    floor_decay_examples: int = DEFAULT_EXPLORATION.floor_decay_examples
+    # Days of log a new policy lineage is trained from; 0: the whole log.
+    retrain_days: float = 14.0
+    # The learner runs `keyart optimize` itself: at most once per interval, and only after
+    # this many decisions have been learned since the last run.
+    auto_optimize: bool = False
+    optimize_interval_seconds: float = 86_400.0
+    optimize_min_events: int = 20_000
     # Learned examples per title below which the editor's default is served (apprentice).
-    apprentice_examples: int = 200
+    apprentice_examples: int = DEFAULT_EXPLORATION.apprentice_examples
     # How long a viewer (`user` key) keeps the same draw for a title.
-    sticky_period_seconds: float = 7 * 24 * 3600.0
+    sticky_period_seconds: float = DEFAULT_EXPLORATION.sticky_period_seconds
     # Decisions one group commit may carry; requests beyond it wait for the next commit.
     decision_commit_max: int = 2000
     # Seconds the decision log's writer lets more requests join a commit when the last one
@@ -155,6 +167,21 @@ class Settings:
             raise ConfigError("KEYART_DECISION_COMMIT_DELAY must be from 0 to 1 second")
         if not (0.0 <= self.probability_floor < 0.5):
             raise ConfigError("KEYART_PROBABILITY_FLOOR must be at least 0 and below 0.5")
+        if self.probability_floor_min is not None and not (
+            0.0 <= self.probability_floor_min <= self.probability_floor
+        ):
+            raise ConfigError(
+                "KEYART_PROBABILITY_FLOOR_MIN must be at least 0 and at most "
+                "KEYART_PROBABILITY_FLOOR"
+            )
+        if not (1 <= self.floor_decay_examples <= 10**9):
+            raise ConfigError("KEYART_FLOOR_DECAY_EXAMPLES must be from 1 to 1,000,000,000")
+        if not (60 <= self.optimize_interval_seconds <= 365 * 86_400):
+            raise ConfigError("KEYART_OPTIMIZE_INTERVAL must be from 60 seconds to a year")
+        if self.optimize_min_events < 0:
+            raise ConfigError("KEYART_OPTIMIZE_MIN_EVENTS must be zero or more")
+        if not (0 <= self.retrain_days <= 3650):
+            raise ConfigError("KEYART_RETRAIN_DAYS must be from 0 (the whole log) to 3650 days")
         if self.apprentice_examples < 0:
             raise ConfigError("KEYART_APPRENTICE_EXAMPLES must be zero or more")
         # The draw's seed counts periods since 1970: a tiny period overflows that count.
@@ -195,6 +222,8 @@ class Settings:
             floor=self.probability_floor,
             apprentice_examples=self.apprentice_examples,
             sticky_period_seconds=self.sticky_period_seconds,
+            floor_min=self.probability_floor_min,
+            floor_decay_examples=self.floor_decay_examples,
             # Derived, not the key itself: the viewer hashes must not help anyone forge a
             # studio session, whatever is learned from them.
             viewer_key=hmac.digest(self.secret_key.encode(), b"keyart viewer keys", "sha256"),
@@ -398,6 +427,13 @@ def _reward_values(env: Mapping[str, str]) -> dict[str, float]:
     return values
 
 
+def _floor_min(env: Mapping[str, str]) -> float:
+    """KEYART_PROBABILITY_FLOOR_MIN, by default 0.1% (or the floor, if that is lower)."""
+    floor = _number(env, "KEYART_PROBABILITY_FLOOR", DEFAULT_EXPLORATION.floor)
+    default = min(floor, DEFAULT_EXPLORATION.floor_min or floor)
+    return _number(env, "KEYART_PROBABILITY_FLOOR_MIN", default)
+
+
 def _vw_args(env: Mapping[str, str]) -> str:
     """KEYART_VW_ARGS (exploration) + KEYART_INTERACTIONS + KEYART_HASH_BITS, checked by
     starting a VW workspace with them, so a typo fails start-up rather than the first request."""
@@ -430,10 +466,49 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "vw_args": _vw_args(env),
         "reward_values": _reward_values(env),
         "reward_aggregation": (env.get("KEYART_REWARD_AGGREGATION") or "sum").strip(),
-        "probability_floor": _number(env, "KEYART_PROBABILITY_FLOOR", 0.01),
+        "probability_floor": _number(env, "KEYART_PROBABILITY_FLOOR", DEFAULT_EXPLORATION.floor),
+        "probability_floor_min": _floor_min(env),
+        "floor_decay_examples": _integer(env, "KEYART_FLOOR_DECAY_EXAMPLES", 5000),
+        "retrain_days": _number(env, "KEYART_RETRAIN_DAYS", 14.0),
+        "auto_optimize": _flag(env, "KEYART_AUTO_OPTIMIZE", False),
+        "optimize_interval_seconds": _number(env, "KEYART_OPTIMIZE_INTERVAL", 86_400.0),
+        "optimize_min_events": _integer(env, "KEYART_OPTIMIZE_MIN_EVENTS", 20_000),
         "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
         "decision_commit_delay": _number(env, "KEYART_DECISION_COMMIT_DELAY", 0.002),
         "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
     }
+
+
+# The learning settings `PUT /api/v1/policy` may store, by the environment variable each
+# stands in for; stored ones win over the environment's (`learning_settings`).
+POLICY_FIELDS = {
+    "vw_args": "KEYART_VW_ARGS",
+    "interactions": "KEYART_INTERACTIONS",
+    "hash_bits": "KEYART_HASH_BITS",
+    "reward_values": "KEYART_REWARD_VALUES",
+    "reward_aggregation": "KEYART_REWARD_AGGREGATION",
+}
+
+
+def learning_settings(
+    settings: Settings, stored: Mapping[str, str] | None, env: Mapping[str, str] | None = None
+) -> tuple[str, RewardConfig]:
+    """The VW arguments and reward rules to learn with: the environment's (as `settings`
+    holds them), unless settings were stored through the API, which are read over the
+    environment and checked exactly as it is (ConfigError naming the variable)."""
+    if not stored:
+        return settings.vw_args, settings.reward_config()
+    merged = {**(os.environ if env is None else env), **stored}
+    vw_args = _vw_args(merged)
+    try:
+        rewards = RewardConfig(
+            _reward_values(merged),
+            settings.reward_wait,
+            (merged.get("KEYART_REWARD_AGGREGATION") or "sum").strip(),
+            settings.reward_settle,
+        )
+    except ValueError as error:
+        raise ConfigError(f"KEYART_REWARD_AGGREGATION: {error}") from None
+    return vw_args, rewards

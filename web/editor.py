@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from artwork import catalog
 from artwork.catalog import Upload
 from artwork.models import Artwork, Title
+from bandit.config import NAMESPACES
 from bandit.features import Candidate
-from bandit.models import PolicySnapshot
+from bandit.lineages import describe, history, store_settings, stored_settings
+from bandit.models import Decision, utcnow
 from bandit.report import action_report
-from bandit.snapshots import latest_version
+from bandit.snapshots import serving_lineage
 from web.auth import editor_required
+from web.config import POLICY_FIELDS, ConfigError, learning_settings
 from web.errors import ApiError
 from web.personalize import artwork_features
-from web.schemas import ArtworkPatch, DefaultArtwork, TitleCreate, json_body
+from web.schemas import ArtworkPatch, DefaultArtwork, PolicySettings, TitleCreate, json_body
 from web.state import db, runtime
 
 bp = Blueprint("editor", __name__, url_prefix="/api/v1")
@@ -155,19 +161,97 @@ def put_default_artwork(title_id: str) -> Response:
 @bp.get("/policy")
 @editor_required
 def policy() -> Response:
+    return jsonify(_policy_document())
+
+
+@bp.put("/policy")
+@editor_required
+def put_policy() -> Response:
+    """Store learning settings (they win over the environment's until cleared with `{}`):
+    the learner starts a lineage for them on its next pass, and serving switches to it
+    once it has caught up with the log."""
+    body = json_body(PolicySettings)
+    stored = _as_environment(body)
+    try:
+        learning_settings(runtime().settings, stored)
+    except ConfigError as error:
+        message = str(error)
+        for field, variable in POLICY_FIELDS.items():
+            message = message.replace(variable, field)
+        raise ApiError(422, "invalid_settings", message) from None
     session = db()
-    version = latest_version(session)
-    snapshot = session.get(PolicySnapshot, version) if version else None
-    serving = runtime().policy.current
-    return jsonify(
-        {
-            "version": version,
-            "serving_version": serving.version,
-            "examples_learned": snapshot.examples_learned if snapshot else 0,
-            "vw_args": snapshot.vw_args if snapshot else runtime().settings.vw_args,
-            "created_at": snapshot.created_at.isoformat() + "Z" if snapshot else None,
-        }
-    )
+    store_settings(session, stored, utcnow())
+    session.commit()
+    return jsonify(_policy_document())
+
+
+def _as_environment(body: PolicySettings) -> dict[str, str]:
+    """The settings given, as the environment variables they stand in for."""
+    out: dict[str, str] = {}
+    for field, variable in POLICY_FIELDS.items():
+        value = getattr(body, field)
+        if value is None:
+            continue
+        if field == "reward_values":
+            value = ",".join(f"{kind}={worth!r}" for kind, worth in value.items())
+        out[variable] = str(value)
+    return out
+
+
+def _policy_document() -> dict[str, Any]:
+    session = db()
+    state = runtime()
+    lineage = serving_lineage(session)
+    described = describe(session, lineage) if lineage is not None else None
+    stored = stored_settings(session)
+    try:
+        vw_args, rewards = learning_settings(state.settings, stored)
+    except ConfigError:  # stored before a change of environment made them invalid
+        vw_args, rewards = state.settings.vw_args, state.settings.reward_config()
+    serving_args = lineage.settings["vw_args"] if lineage is not None else vw_args
+    training = [h for h in history(session) if h["status"] == "training"]
+    return {
+        "version": described["version"] if described else None,
+        "serving_version": state.policy.current.version,
+        "examples_learned": described["examples_learned"] if described else 0,
+        "vw_args": serving_args,
+        "created_at": described["snapshot_at"] if described else None,
+        **_vw_parts(serving_args),
+        "lineage": described,
+        "learner_lag_seconds": _learner_lag(session, described, state.settings.reward_wait),
+        "settings": {
+            "source": "stored" if stored else "environment",
+            "stored": {f: stored[v] for f, v in POLICY_FIELDS.items() if v in stored},
+            "vw_args": vw_args,
+            "reward_values": dict(rewards.values),
+            "reward_aggregation": rewards.aggregation,
+        },
+        "training": training[0] if training else None,
+        "history": history(session),
+    }
+
+
+def _vw_parts(vw_args: str) -> dict[str, Any]:
+    """Interactions and hash bits, read back from a composed VW command line."""
+    roles = {letter[0]: role for role, letter in NAMESPACES.items()}
+    argv = shlex.split(vw_args)
+    crosses, bits = [], None
+    for flag, value in zip(argv, [*argv[1:], ""], strict=True):
+        if flag == "-q" and len(value) == 2:
+            crosses.append("*".join(roles.get(c, c) for c in value))
+        elif flag == "-b" and value.isdigit():
+            bits = int(value)
+    return {"interactions": crosses, "hash_bits": bits}
+
+
+def _learner_lag(session: Session, lineage: dict[str, Any] | None, reward_wait: float) -> float:
+    """Seconds since the oldest decision whose reward window has closed but that the
+    serving lineage has not learned closed its window (0: the learner is up to date)."""
+    cursor = lineage["cursor"] if lineage else 0
+    oldest = session.scalar(select(func.min(Decision.created_at)).where(Decision.id > cursor))
+    if oldest is None:
+        return 0.0
+    return max(0.0, (utcnow() - oldest).total_seconds() - reward_wait)
 
 
 def title_report(title: Title) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     StringConstraints,
     field_validator,
 )
@@ -129,6 +130,17 @@ class ArtworkPatch(Strict):
 
 class DefaultArtwork(Strict):
     artwork_id: text(1, 64)
+
+
+class PolicySettings(Strict):
+    """Learning settings to store (`PUT /api/v1/policy`): each stands in for its
+    environment variable (`web.config.POLICY_FIELDS`); one left out is the environment's."""
+
+    vw_args: text(1, 500) | None = None
+    interactions: text(0, 200) | None = None
+    hash_bits: StrictInt | None = None
+    reward_values: dict[text(1, 32), float] | None = Field(None, max_length=20)
+    reward_aggregation: text(1, 16) | None = None
 
 
 M = TypeVar("M", bound=BaseModel)
