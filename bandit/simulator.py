@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from bandit.config import DEFAULT_VW_ARGS, ExplorationConfig
+from bandit.config import DEFAULT_EXPLORATION, DEFAULT_VW_ARGS, ExplorationConfig
 from bandit.decision_log import GroupCommitLog
 from bandit.decisions import (
     DecisionService,
@@ -41,7 +41,7 @@ class SimulationConfig:
 
     decisions: int = 100_000
     vw_args: str = DEFAULT_VW_ARGS
-    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    exploration: ExplorationConfig = DEFAULT_EXPLORATION
     # Simulated seconds between decisions, the reward window, and the learner's period.
     seconds_per_decision: float = 1.0
     reward_wait: float = 60.0
