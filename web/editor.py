@@ -211,7 +211,8 @@ def _policy_document() -> dict[str, Any]:
     serving_args = lineage.settings["vw_args"] if lineage is not None else vw_args
     training = [h for h in history(session) if h["status"] == "training"]
     return {
-        "version": described["version"] if described else None,
+        # 0 before the first snapshot, as the contract has always said.
+        "version": (described["version"] if described else None) or 0,
         "serving_version": state.policy.current.version,
         "examples_learned": described["examples_learned"] if described else 0,
         "vw_args": serving_args,
