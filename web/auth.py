@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
 from flask import g, request, session
 from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
@@ -35,10 +36,18 @@ def token_hash(token: str) -> str:
 def create_editor(
     session: Session, email: str, *, password: str | None = None, is_admin: bool = False
 ) -> tuple[Editor, str]:
-    """Add an editor; answer it and its API token (shown once, stored only hashed)."""
+    """Add an editor; answer it and its API token (shown once, stored only hashed).
+
+    The address must pass the check the studio's sign-in form makes (WTForms' `Email()`,
+    which is email-validator's), or the editor could never sign in: special-use domains
+    such as `.local` and `.test` are refused."""
     email = email.strip().lower()
-    if "@" not in email or len(email) > 320:
-        raise ValueError(f"{email!r} is not an email address")
+    if len(email) > 320:
+        raise ValueError(f"{email!r} is not an email address: at most 320 characters")
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"{email!r} is not an email address: {error}") from None
     if session.scalar(select(Editor).where(Editor.email == email)) is not None:
         raise ValueError(f"an editor {email} already exists")
     token = "ka_" + secrets.token_urlsafe(32)

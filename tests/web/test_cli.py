@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -261,3 +262,32 @@ def test_serve_answers_and_its_metrics_add_up_every_worker(cli_env: dict[str, st
         finally:
             process.kill()
             process.communicate()
+
+
+# The address rule does not depend on the database, and loading the demo catalog is slow.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_demo_editor_keyart_demo_prints_can_sign_in_to_the_studio(
+    cli_env: dict[str, str], client: FlaskClient
+) -> None:
+    # `make run` printed demo@keyart.example, which the sign-in form's email check refuses.
+    result = run(cli_env, "demo")
+    assert result.exit_code == 0, result.output
+    found = re.search(r"demo editor: (\S+)\s+password: (\S+)", result.output)
+    assert found, result.output
+    email, password = found.groups()
+    page = client.get("/studio/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    response = client.post(
+        "/studio/login", data={"email": email, "password": password, "csrf_token": csrf[1]}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert "Signed in as " + email in client.get("/studio/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("email", ["someone@keyart.local", "someone@host.test", "no-at-sign"])
+def test_editor_create_refuses_an_address_the_studio_would_refuse(
+    cli_env: dict[str, str], email: str
+) -> None:
+    result = run(cli_env, "editor", "create", email)
+    assert result.exit_code != 0 and "is not an email address" in result.output, result.output
