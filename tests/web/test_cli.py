@@ -269,7 +269,7 @@ def test_serve_answers_and_its_metrics_add_up_every_worker(cli_env: dict[str, st
 def test_the_demo_editor_keyart_demo_prints_can_sign_in_to_the_studio(
     cli_env: dict[str, str], client: FlaskClient
 ) -> None:
-    # `make run` printed demo@keyart.example, which the sign-in form's email check refuses.
+    # `make run` once printed demo@keyart.local, which the sign-in form's email check refuses.
     result = run(cli_env, "demo")
     assert result.exit_code == 0, result.output
     found = re.search(r"demo editor: (\S+)\s+password: (\S+)", result.output)
