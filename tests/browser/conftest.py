@@ -118,8 +118,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     served = Server(f"http://127.0.0.1:{port}", env)
     served.keyart("db", "upgrade")
+    serve = ["serve", "--no-learner", "--workers", "1", "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "serve", "--no-learner", "--workers", "1", "--port", str(port)],
+        [sys.executable, "-m", "web.cli", *serve],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
