@@ -236,3 +236,35 @@ def set_default_artwork(session: Session, title_id: str, artwork_id: str) -> Tit
     title.default_artwork_id = artwork.id
     session.flush()
     return title
+
+
+def set_focus(
+    session: Session,
+    store: BlobStore,
+    artwork_id: str,
+    focus: tuple[float, float],
+    *,
+    config: PipelineConfig,
+    runner: PipelineRunner | None = None,
+) -> Artwork:
+    """Centre the variant's crops on `focus` (x, y in 0..1 of the picture) and cut its
+    renditions again from the original. `runner`, when given, runs the pipeline (e.g. in a
+    child process), else it runs here. Flushes; the caller commits."""
+    x, y = focus
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ArtworkError("invalid_focus", "the focal point's x and y must be in 0..1")
+    artwork = get_artwork(session, artwork_id)
+    data = store.read_original(artwork.original_key)
+    if data is None:
+        raise NotFound("original_missing", f"the original of artwork {artwork.id} is missing")
+    if runner is None:
+        (processed,) = finish([prepare(data, config, focus)], config)
+    else:
+        processed = runner(data, config, focus)
+    artwork.focus_x, artwork.focus_y = x, y
+    # Old rows go first: (artwork, preset, format) is unique.
+    artwork.renditions.clear()
+    session.flush()
+    _apply(artwork, processed, store, config)
+    session.flush()
+    return artwork

@@ -62,6 +62,40 @@ def create_editor(
     return editor, token
 
 
+def list_editors(session: Session) -> list[Editor]:
+    return list(session.scalars(select(Editor).order_by(Editor.email)))
+
+
+def get_editor(session: Session, editor_id: int) -> Editor:
+    editor = session.get(Editor, editor_id)
+    if editor is None:
+        raise ApiError(404, "unknown_editor", f"no editor {editor_id}")
+    return editor
+
+
+def set_password(session: Session, editor: Editor, password: str) -> None:
+    """Give `editor` a new studio password; their signed-in sessions end with the old one."""
+    if not 8 <= len(password) <= 200:
+        raise ApiError(422, "invalid_request", "password: 8 to 200 characters")
+    editor.password_hash = generate_password_hash(password)
+    session.flush()
+
+
+def issue_token(session: Session, editor: Editor) -> str:
+    """A new API token for `editor` (shown once); the old one stops working."""
+    token = "ka_" + secrets.token_urlsafe(32)
+    editor.token_hash = token_hash(token)
+    session.flush()
+    return token
+
+
+def revoke_token(session: Session, editor: Editor) -> None:
+    """The editor's API token stops working; the column stays unique with a hash of a token
+    nobody was given."""
+    editor.token_hash = token_hash("revoked:" + secrets.token_urlsafe(32))
+    session.flush()
+
+
 @functools.cache
 def _nobodys_password_hash() -> str:
     """A hash made as `create_editor` makes them, of a password nobody knows."""
@@ -141,3 +175,15 @@ def editor_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """`editor_required`, and 403 `admin_required` unless the editor was made `--admin`."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not g.editor.is_admin:
+            raise ApiError(403, "admin_required", "only admin editors manage editors and tokens")
+        return view(*args, **kwargs)
+
+    return editor_required(wrapped)  # type: ignore[return-value]

@@ -5,18 +5,35 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import func, select
 
 from artwork import catalog
 from artwork.catalog import Upload
 from artwork.models import Artwork, Title
 from bandit.features import Candidate
-from bandit.models import PolicySnapshot
-from bandit.report import action_report
+from bandit.models import Decision, PolicySnapshot, utcnow
+from bandit.report import (
+    LoggedOutcome,
+    action_report,
+    logged_outcomes,
+    segment_verdict,
+    timeline,
+    weighted_rate,
+)
 from bandit.snapshots import latest_version
-from web.auth import editor_required
+from web.auth import (
+    admin_required,
+    create_editor,
+    editor_required,
+    get_editor,
+    issue_token,
+    list_editors,
+    revoke_token,
+)
 from web.errors import ApiError
+from web.models import Editor
 from web.personalize import artwork_features
-from web.schemas import ArtworkPatch, DefaultArtwork, TitleCreate, json_body
+from web.schemas import ArtworkPatch, DefaultArtwork, EditorCreate, TitleCreate, json_body
 from web.state import db, runtime
 
 bp = Blueprint("editor", __name__, url_prefix="/api/v1")
@@ -138,6 +155,16 @@ def patch_artwork(artwork_id: str) -> Response:
     artwork = catalog.update_artwork(
         session, artwork_id, status=body.status, label=body.label, tags=body.tags
     )
+    if body.focus is not None:
+        rt = runtime()
+        artwork = catalog.set_focus(
+            session,
+            rt.store,
+            artwork_id,
+            (body.focus.x, body.focus.y),
+            config=rt.settings.pipeline_config(),
+            runner=rt.pipeline,
+        )
     session.commit()
     return jsonify(artwork_json(artwork))
 
@@ -152,22 +179,35 @@ def put_default_artwork(title_id: str) -> Response:
     return jsonify(title_json(title))
 
 
-@bp.get("/policy")
-@editor_required
-def policy() -> Response:
+def policy_status() -> dict[str, Any]:
+    """The newest policy snapshot and the one this process serves: what `GET /api/v1/policy`
+    answers and the studio's policy page shows (the one place both read it from)."""
     session = db()
     version = latest_version(session)
     snapshot = session.get(PolicySnapshot, version) if version else None
     serving = runtime().policy.current
-    return jsonify(
-        {
-            "version": version,
-            "serving_version": serving.version,
-            "examples_learned": snapshot.examples_learned if snapshot else 0,
-            "vw_args": snapshot.vw_args if snapshot else runtime().settings.vw_args,
-            "created_at": snapshot.created_at.isoformat() + "Z" if snapshot else None,
-        }
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Decision)
+        .where(Decision.id > (snapshot.cursor if snapshot else 0))
     )
+    return {
+        "version": version,
+        "serving_version": serving.version,
+        "examples_learned": snapshot.examples_learned if snapshot else 0,
+        "vw_args": snapshot.vw_args if snapshot else runtime().settings.vw_args,
+        "created_at": snapshot.created_at.isoformat() + "Z" if snapshot else None,
+        # Extensions: how old the snapshot is, and how many logged decisions it has not seen
+        # (their reward window may still be open).
+        "age_seconds": (utcnow() - snapshot.created_at).total_seconds() if snapshot else None,
+        "decisions_not_learned": int(waiting or 0),
+    }
+
+
+@bp.get("/policy")
+@editor_required
+def policy() -> Response:
+    return jsonify(policy_status())
 
 
 def title_report(title: Title) -> dict[str, Any]:
@@ -199,6 +239,90 @@ def title_report(title: Title) -> dict[str, Any]:
 @editor_required
 def report(title_id: str) -> Response:
     return jsonify(title_report(catalog.get_title(db(), title_id)))
+
+
+def title_results(title: Title) -> dict[str, Any]:
+    """`title_report`, and with each row the propensity-weighted click rate of the variant in
+    its segment, a plain-words verdict per segment, and the timeline of traffic share and
+    click rate per variant."""
+    report = title_report(title)
+    outcomes = logged_outcomes(db(), title.id)
+    by_segment: dict[str, list[LoggedOutcome]] = {}
+    for outcome in outcomes:
+        by_segment.setdefault(outcome.segment, []).append(outcome)
+    labels = {a.id: a.label for a in title.artworks}
+    segments: dict[str, list[dict[str, Any]]] = {}
+    for row in report["rows"]:
+        weighted = weighted_rate(by_segment.get(row["segment"] or "", []), row["artwork_id"])
+        row["weighted_click_rate"] = weighted.as_json() if weighted else None
+        segments.setdefault(row["segment"] or "", []).append(
+            {**row, "action": row["artwork_id"]}
+        )
+    report["verdicts"] = [
+        {
+            "segment": segment or None,
+            "verdict": segment_verdict(segment, rows, labels, title.default_artwork_id),
+        }
+        for segment, rows in segments.items()
+    ]
+    report["timeline"] = timeline(outcomes)
+    return report
+
+
+@bp.get("/titles/<title_id>/results")
+@editor_required
+def results(title_id: str) -> Response:
+    """Extension: the report with weighted rates, verdicts and a timeline (the studio's)."""
+    return jsonify(title_results(catalog.get_title(db(), title_id)))
+
+
+def editor_json(editor: Editor) -> dict[str, Any]:
+    return {
+        "id": editor.id,
+        "email": editor.email,
+        "admin": editor.is_admin,
+        "has_password": bool(editor.password_hash),
+        "created_at": editor.created_at.isoformat() + "Z",
+    }
+
+
+@bp.get("/editors")
+@admin_required
+def list_editors_route() -> Response:
+    return jsonify({"editors": [editor_json(e) for e in list_editors(db())]})
+
+
+@bp.post("/editors")
+@admin_required
+def create_editor_route() -> tuple[Response, int]:
+    body = json_body(EditorCreate)
+    session = db()
+    try:
+        editor, token = create_editor(
+            session, body.email, password=body.password, is_admin=body.admin
+        )
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
+    session.commit()
+    return jsonify({**editor_json(editor), "token": token}), 201
+
+
+@bp.post("/editors/<int:editor_id>/token")
+@admin_required
+def issue_token_route(editor_id: int) -> tuple[Response, int]:
+    session = db()
+    token = issue_token(session, get_editor(session, editor_id))
+    session.commit()
+    return jsonify({"id": editor_id, "token": token}), 201
+
+
+@bp.delete("/editors/<int:editor_id>/token")
+@admin_required
+def revoke_token_route(editor_id: int) -> tuple[str, int]:
+    session = db()
+    revoke_token(session, get_editor(session, editor_id))
+    session.commit()
+    return "", 204
 
 
 def evaluation_json(evaluation: Any) -> dict[str, Any] | None:
