@@ -186,9 +186,11 @@ def logged_outcomes(
 
 @dataclass(frozen=True)
 class Interval:
+    """An estimate with its 95% interval; the bounds are None when one event cannot give one."""
+
     value: float
-    low: float
-    high: float
+    low: float | None
+    high: float | None
 
     def as_json(self) -> dict[str, Any]:
         return {"value": self.value, "ci95": [self.low, self.high]}
@@ -200,7 +202,7 @@ def _normal_mean(terms: Sequence[float]) -> Interval | None:
         return None
     mean = sum(terms) / n
     if n == 1:
-        return Interval(mean, float("-inf"), float("inf"))
+        return Interval(mean, None, None)
     variance = sum((t - mean) ** 2 for t in terms) / (n - 1)
     half = Z95 * (variance / n) ** 0.5
     return Interval(mean, mean - half, mean + half)
@@ -283,7 +285,7 @@ def segment_verdict(
     diff = rate_difference(rate(best), rate(rival))
     name_best = labels.get(best["action"]) or best["action"][:8]
     name_rival = labels.get(rival["action"]) or rival["action"][:8]
-    assert diff is not None
+    assert diff is not None and diff.low is not None and diff.high is not None
     if diff.low > 0:
         return (
             f"{name_best} beats {name_rival} {who}: {_points(diff.value)} points "

@@ -109,10 +109,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
         "KEYART_SECRET_KEY": "browser-test-secret-key-0123456789",
         # Two presets keep uploads quick; the journey sees a crop in each.
         "KEYART_PRESETS": "boxart=2:3@342;billboard=16:9@640",
-        # Rewards are joined a second after their decision, so the journey can learn.
-        "KEYART_REWARD_WAIT": "1",
+        # Rewards are joined two seconds after their decision, so the journey can learn.
+        "KEYART_REWARD_WAIT": "2",
         "KEYART_REWARD_SETTLE": "0",
-        "KEYART_APPRENTICE_EXAMPLES": "50",
+        # The policy serves from the first decision (an untrained one spreads traffic evenly),
+        # so a short journey shows every active variant often enough for a verdict.
+        "KEYART_APPRENTICE_EXAMPLES": "0",
         "KEYART_POLICY_POLL": "0.2",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -1,0 +1,39 @@
+// The results page's charts (uPlot, vendored): traffic share and click rate per variant
+// over time, from the timeline the page carries as JSON.
+(function () {
+  "use strict";
+  var source = document.getElementById("timeline-data");
+  if (!source || typeof uPlot === "undefined") return;
+  var payload = JSON.parse(source.textContent);
+  var timeline = payload.timeline;
+  var ids = Object.keys(timeline.actions);
+  // Distinguishable colours, each at least 3:1 against white.
+  var colours = ["#1a4fbf", "#c2410c", "#15803d", "#7e22ce", "#b91c1c", "#0e7490", "#a16207"];
+  var draw = function (elementId, key, label) {
+    var element = document.getElementById(elementId);
+    var series = [{}];
+    var data = [timeline.starts];
+    ids.forEach(function (id, i) {
+      series.push({
+        label: payload.labels[id] || id.slice(0, 8),
+        stroke: colours[i % colours.length],
+        width: 2,
+        spanGaps: true,
+        value: function (u, v) { return v == null ? "—" : (v * 100).toFixed(1) + "%"; },
+      });
+      data.push(timeline.actions[id][key]);
+    });
+    var width = function () { return Math.max(280, element.clientWidth - 16); };
+    var plot = new uPlot({
+      title: label,
+      width: width(),
+      height: 220,
+      series: series,
+      axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return (v * 100).toFixed(0) + "%"; }); } }],
+      scales: { y: { range: [0, null] } },
+    }, data, element);
+    window.addEventListener("resize", function () { plot.setSize({ width: width(), height: 220 }); });
+  };
+  draw("chart-share", "share", "Traffic share");
+  draw("chart-rate", "rate", "Click rate");
+})();
