@@ -302,7 +302,7 @@ def segment_verdict(
 
 
 # Bucket widths a timeline chooses from, smallest first.
-_BUCKETS = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+_BUCKETS = (10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
 
 def timeline(outcomes: Sequence[LoggedOutcome], max_points: int = 48) -> dict[str, Any]:

@@ -19,6 +19,7 @@
         stroke: colours[i % colours.length],
         width: 2,
         spanGaps: true,
+        points: { show: true, size: 7 },
         value: function (u, v) { return v == null ? "—" : (v * 100).toFixed(1) + "%"; },
       });
       data.push(timeline.actions[id][key]);
@@ -30,7 +31,13 @@
       height: 220,
       series: series,
       axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return (v * 100).toFixed(0) + "%"; }); } }],
-      scales: { y: { range: [0, null] } },
+      scales: {
+        // Half a bucket either side, so a single bucket is a point in a window, not years.
+        x: { time: true, range: function (u, min, max) {
+          return [min - timeline.bucket_seconds / 2, max + timeline.bucket_seconds / 2];
+        } },
+        y: { range: [0, 1] },
+      },
     }, data, element);
     window.addEventListener("resize", function () { plot.setSize({ width: width(), height: 220 }); });
   };
