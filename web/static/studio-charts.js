@@ -33,8 +33,10 @@
       axes: [{}, { values: function (u, vals) { return vals.map(function (v) { return (v * 100).toFixed(0) + "%"; }); } }],
       scales: {
         // Half a bucket either side, so a single bucket is a point in a window, not years.
-        x: { time: true, range: function (u, min, max) {
-          return [min - timeline.bucket_seconds / 2, max + timeline.bucket_seconds / 2];
+        // (From the buckets, not uPlot's data range, which it widens to days for one point.)
+        x: { time: true, range: function () {
+          var half = timeline.bucket_seconds / 2;
+          return [timeline.starts[0] - half, timeline.starts[timeline.starts.length - 1] + half];
         } },
         y: { range: [0, 1] },
       },
