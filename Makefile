@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# DEMO_TRAFFIC=0 serves without the simulated audience (`keyart serve --demo-traffic`).
+DEMO_TRAFFIC ?= 1
+
 run: $(STAMP)
 	$(BIN)/keyart db upgrade
 	$(BIN)/keyart demo
-	$(BIN)/keyart serve
+	$(BIN)/keyart serve $(if $(filter 1,$(DEMO_TRAFFIC)),--demo-traffic)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import imagehash
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from artwork.errors import ArtworkError, Conflict, NotFound
-from artwork.ingest import EXTENSIONS, IngestLimits
+from artwork.ingest import EXTENSIONS, IngestLimits, decode
 from artwork.models import STATUSES, Artwork, Rendition, Title
 from artwork.pipeline import PipelineConfig, Prepared, Processed, finish, prepare
-from artwork.renditions import DEFAULT_PRESETS, Preset
+from artwork.renditions import DEFAULT_PRESETS, Preset, encode
 from artwork.store import BlobStore
 
 # Perceptual hashes this close (of 64 bits) are the same picture re-encoded or resized.
@@ -48,6 +48,25 @@ def get_title(session: Session, title_id: str) -> Title:
 
 def list_titles(session: Session) -> list[Title]:
     return list(session.scalars(select(Title).order_by(Title.id)))
+
+
+def search_titles(
+    session: Session, query: str = "", *, offset: int = 0, limit: int = 20
+) -> tuple[list[Title], int]:
+    """Titles whose id or name contains `query` (any case), ordered by id: one page of them
+    and how many there are in all."""
+    where = []
+    if query:
+        # LIKE's wildcards in the query are meant literally.
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append(
+            Title.id.ilike(pattern, escape="\\") | Title.name.ilike(pattern, escape="\\")
+        )
+    total = session.scalar(select(func.count()).select_from(Title).where(*where)) or 0
+    titles = session.scalars(
+        select(Title).where(*where).order_by(Title.id).offset(offset).limit(limit)
+    )
+    return list(titles.unique()), int(total)
 
 
 def get_artwork(session: Session, artwork_id: str) -> Artwork:
@@ -236,3 +255,51 @@ def set_default_artwork(session: Session, title_id: str, artwork_id: str) -> Tit
     title.default_artwork_id = artwork.id
     session.flush()
     return title
+
+
+def set_focus(
+    session: Session,
+    store: BlobStore,
+    artwork_id: str,
+    focus: tuple[float, float],
+    *,
+    config: PipelineConfig,
+    runner: PipelineRunner | None = None,
+) -> Artwork:
+    """Centre the variant's crops on `focus` (x, y in 0..1 of the picture) and cut its
+    renditions again from the original. `runner`, when given, runs the pipeline (e.g. in a
+    child process), else it runs here. Flushes; the caller commits."""
+    x, y = focus
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ArtworkError("invalid_focus", "the focal point's x and y must be in 0..1")
+    artwork = get_artwork(session, artwork_id)
+    data = store.read_original(artwork.original_key)
+    if data is None:
+        raise NotFound("original_missing", f"the original of artwork {artwork.id} is missing")
+    if runner is None:
+        (processed,) = finish([prepare(data, config, focus)], config)
+    else:
+        processed = runner(data, config, focus)
+    artwork.focus_x, artwork.focus_y = x, y
+    # Old rows go first: (artwork, preset, format) is unique.
+    artwork.renditions.clear()
+    session.flush()
+    _apply(artwork, processed, store, config)
+    session.flush()
+    return artwork
+
+
+def original_preview(
+    store: BlobStore, artwork: Artwork, limits: IngestLimits, max_side: int = 720
+) -> bytes:
+    """The whole uploaded picture, upright, metadata-free, at most `max_side` pixels on its
+    longer side, as JPEG: what an editor picks a focal point on (renditions are crops, and
+    originals keep their metadata, so neither is shown). Decoded as uploads are, no larger
+    than needed; no torch."""
+    data = store.read_original(artwork.original_key)
+    if data is None:
+        raise NotFound("original_missing", f"the original of artwork {artwork.id} is missing")
+    decoded = decode(data, limits, (Preset("preview", max_side, max_side),))
+    image = decoded.image.copy()
+    image.thumbnail((max_side, max_side))
+    return encode(image, "jpg")

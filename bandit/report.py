@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from scipy.stats import binomtest
@@ -137,3 +137,204 @@ def action_report(
                 }
             )
     return rows
+
+
+# --- What the studio's results page says: weighted rates, differences, verdicts, a timeline.
+
+Z95 = 1.959963984540054
+# Power of "impressions needed to tell a gap": 80%, the usual planning figure.
+Z_POWER = 0.8416212335729143
+# The gap a verdict says how much more traffic is needed to tell.
+DETECTABLE_GAP = 0.02
+
+
+@dataclass(frozen=True)
+class LoggedOutcome:
+    """One activated decision of a slot: when, which action with what probability, for which
+    segment, and whether it was clicked within the reward window."""
+
+    at: datetime
+    action: str
+    probability: float
+    segment: str
+    clicked: bool
+
+
+def logged_outcomes(
+    session: Session, slot: str, segment_key: str = "segment", since: datetime | None = None
+) -> list[LoggedOutcome]:
+    """The slot's activated decisions (deferred ones count once their impression arrived),
+    oldest first, each with whether a click (not a late one) came back."""
+    segment = func.coalesce(Decision.context[segment_key].as_string(), "")
+    clicked = (
+        select(Reward.id)
+        .where(
+            Reward.event_id == Decision.event_id, Reward.type == "click", Reward.late.is_(False)
+        )
+        .exists()
+    )
+    where = [Decision.slot == slot, Decision.activated.is_(True)]
+    if since is not None:
+        where.append(Decision.created_at >= since)
+    rows = session.execute(
+        select(Decision.created_at, Decision.chosen_id, Decision.probability, segment, clicked)
+        .where(*where)
+        .order_by(Decision.id)
+    )
+    return [LoggedOutcome(at, action, p, seg, bool(c)) for at, action, p, seg, c in rows]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its 95% interval; the bounds are None when one event cannot give one."""
+
+    value: float
+    low: float | None
+    high: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"value": self.value, "ci95": [self.low, self.high]}
+
+
+def _normal_mean(terms: Sequence[float]) -> Interval | None:
+    n = len(terms)
+    if n == 0:
+        return None
+    mean = sum(terms) / n
+    if n == 1:
+        return Interval(mean, None, None)
+    variance = sum((t - mean) ** 2 for t in terms) / (n - 1)
+    half = Z95 * (variance / n) ** 0.5
+    return Interval(mean, mean - half, mean + half)
+
+
+def weighted_rate(outcomes: Sequence[LoggedOutcome], action: str) -> Interval | None:
+    """The click rate `action` would have if shown to everyone in `outcomes`, by inverse
+    propensity: (1/n) Σ 1[a_i = action]·click_i / p_i, with a normal 95% interval.
+
+    Unlike the raw rate of the decisions that showed it, this is not biased by whom the
+    policy chose to show it to (exploration shows weak variants to few, at random).
+
+    >>> o = [LoggedOutcome(datetime(2026, 1, 1), "a", 0.5, "", True),
+    ...      LoggedOutcome(datetime(2026, 1, 1), "b", 0.5, "", False)]
+    >>> weighted_rate(o, "a").value
+    1.0
+    """
+    return _normal_mean([(o.action == action) * o.clicked / o.probability for o in outcomes])
+
+
+def lift_over_default(outcomes: Sequence[LoggedOutcome], default_id: str) -> Interval | None:
+    """How much the served policy's click rate beats always showing the default, per event:
+    (1/n) Σ click_i·(1 − 1[a_i = default]/p_i), with a normal 95% interval (the two terms
+    come from the same events, so their difference is estimated pairwise)."""
+    return _normal_mean(
+        [o.clicked * (1 - (o.action == default_id) / o.probability) for o in outcomes]
+    )
+
+
+def rate_difference(a: Rate, b: Rate) -> Interval | None:
+    """rate(a) − rate(b) with Newcombe's hybrid score 95% interval, built from the two Wilson
+    intervals (sound for small counts, unlike the Wald difference). Newcombe (1998)'s own
+    example, 56/70 against 48/80:
+
+    >>> d = rate_difference(Rate.of(56, 70), Rate.of(48, 80))
+    >>> round(d.value, 4), round(d.low, 4), round(d.high, 4)
+    (0.2, 0.0524, 0.3339)
+    """
+    if a.rate is None or b.rate is None:
+        return None
+    assert a.low is not None and a.high is not None and b.low is not None and b.high is not None
+    diff = a.rate - b.rate
+    low = diff - ((a.rate - a.low) ** 2 + (b.high - b.rate) ** 2) ** 0.5
+    high = diff + ((a.high - a.rate) ** 2 + (b.rate - b.low) ** 2) ** 0.5
+    return Interval(diff, low, high)
+
+
+def impressions_to_tell(rate_a: float, rate_b: float, gap: float = DETECTABLE_GAP) -> int:
+    """Impressions per variant for a two-sided 5% test to tell a `gap` between rates like
+    these with 80% power: (z₀.₉₇₅ + z₀.₈)² · (p_a(1−p_a) + p_b(1−p_b)) / gap²."""
+    base = max((rate_a + rate_b) / 2, gap / 2)
+    p_a, p_b = min(base + gap / 2, 1.0), max(base - gap / 2, 0.0)
+    variance = p_a * (1 - p_a) + p_b * (1 - p_b)
+    return int(-(-((Z95 + Z_POWER) ** 2) * variance // gap**2))
+
+
+def _points(value: float) -> str:
+    return f"{value * 100:+.1f}"
+
+
+def segment_verdict(
+    segment: str, rows: Sequence[dict[str, Any]], labels: dict[str, str], default_id: str | None
+) -> str:
+    """A plain-words verdict for one segment from its rows (`action_report`'s): does the best
+    variant beat the default (else the runner-up), by how much, with what certainty; or how
+    much more traffic would tell a 2-point gap."""
+    who = f"for {segment}" if segment else "for viewers without a segment"
+    shown = [r for r in rows if r["impressions"] > 0]
+    if len(shown) < 2:
+        return f"Not enough traffic {who} yet: fewer than two variants have been shown."
+    ranked = sorted(shown, key=lambda r: r["clicks"]["rate"], reverse=True)
+    best = ranked[0]
+    others = [r for r in ranked[1:] if r["action"] == default_id] or ranked[1:2]
+    rival = others[0]
+
+    def rate(row: dict[str, Any]) -> Rate:
+        c = row["clicks"]
+        return Rate(c["count"], c["rate"], c["ci95"][0], c["ci95"][1])
+
+    diff = rate_difference(rate(best), rate(rival))
+    name_best = labels.get(best["action"]) or best["action"][:8]
+    name_rival = labels.get(rival["action"]) or rival["action"][:8]
+    assert diff is not None and diff.low is not None and diff.high is not None
+    if diff.low > 0:
+        return (
+            f"{name_best} beats {name_rival} {who}: {_points(diff.value)} points "
+            f"(95% interval {_points(diff.low)} to {_points(diff.high)})."
+        )
+    needed = impressions_to_tell(best["clicks"]["rate"], rival["clicks"]["rate"])
+    more = max(0, 2 * needed - best["impressions"] - rival["impressions"])
+    return (
+        f"No difference yet between {name_best} and {name_rival} {who} "
+        f"({_points(diff.value)} points, 95% interval {_points(diff.low)} to "
+        f"{_points(diff.high)}): about {more:,} more impressions needed to tell a "
+        f"{DETECTABLE_GAP * 100:.0f}-point gap."
+    )
+
+
+# Bucket widths a timeline chooses from, smallest first.
+_BUCKETS = (10, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def timeline(outcomes: Sequence[LoggedOutcome], max_points: int = 48) -> dict[str, Any]:
+    """Traffic share and click rate per action over time, in the smallest of a few bucket
+    widths that gives at most `max_points` buckets: {"bucket_seconds", "starts" (Unix
+    seconds), "actions": {id: {"share": [...], "rate": [...]}}}; a rate is None in a
+    bucket where the action was not shown."""
+    if not outcomes:
+        return {"bucket_seconds": None, "starts": [], "actions": {}}
+    first = outcomes[0].at.replace(tzinfo=UTC).timestamp()
+    last = outcomes[-1].at.replace(tzinfo=UTC).timestamp()
+    width = next((w for w in _BUCKETS if (last - first) / w < max_points), _BUCKETS[-1])
+    origin = first - first % width
+    count = int((last - origin) // width) + 1
+    shown: dict[str, list[int]] = defaultdict(lambda: [0] * count)
+    clicks: dict[str, list[int]] = defaultdict(lambda: [0] * count)
+    totals = [0] * count
+    for o in outcomes:
+        index = int((o.at.replace(tzinfo=UTC).timestamp() - origin) // width)
+        shown[o.action][index] += 1
+        clicks[o.action][index] += o.clicked
+        totals[index] += 1
+    return {
+        "bucket_seconds": width,
+        "starts": [origin + i * width for i in range(count)],
+        "actions": {
+            action: {
+                "share": [s / t if t else None for s, t in zip(counts, totals, strict=True)],
+                "rate": [
+                    c / s if s else None for c, s in zip(clicks[action], counts, strict=True)
+                ],
+            }
+            for action, counts in shown.items()
+        },
+    }

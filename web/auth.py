@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from email_validator import EmailNotValidError, validate_email
 from flask import g, request, session
 from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
@@ -35,10 +36,18 @@ def token_hash(token: str) -> str:
 def create_editor(
     session: Session, email: str, *, password: str | None = None, is_admin: bool = False
 ) -> tuple[Editor, str]:
-    """Add an editor; answer it and its API token (shown once, stored only hashed)."""
+    """Add an editor; answer it and its API token (shown once, stored only hashed).
+
+    The address must pass the check the studio's sign-in form makes (WTForms' `Email()`,
+    which is email-validator's), or the editor could never sign in: special-use domains
+    such as `.local` and `.test` are refused."""
     email = email.strip().lower()
-    if "@" not in email or len(email) > 320:
-        raise ValueError(f"{email!r} is not an email address")
+    if len(email) > 320:
+        raise ValueError(f"{email!r} is not an email address: at most 320 characters")
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise ValueError(f"{email!r} is not an email address: {error}") from None
     if session.scalar(select(Editor).where(Editor.email == email)) is not None:
         raise ValueError(f"an editor {email} already exists")
     token = "ka_" + secrets.token_urlsafe(32)
@@ -51,6 +60,40 @@ def create_editor(
     session.add(editor)
     session.flush()
     return editor, token
+
+
+def list_editors(session: Session) -> list[Editor]:
+    return list(session.scalars(select(Editor).order_by(Editor.email)))
+
+
+def get_editor(session: Session, editor_id: int) -> Editor:
+    editor = session.get(Editor, editor_id)
+    if editor is None:
+        raise ApiError(404, "unknown_editor", f"no editor {editor_id}")
+    return editor
+
+
+def set_password(session: Session, editor: Editor, password: str) -> None:
+    """Give `editor` a new studio password; their signed-in sessions end with the old one."""
+    if not 8 <= len(password) <= 200:
+        raise ApiError(422, "invalid_request", "password: 8 to 200 characters")
+    editor.password_hash = generate_password_hash(password)
+    session.flush()
+
+
+def issue_token(session: Session, editor: Editor) -> str:
+    """A new API token for `editor` (shown once); the old one stops working."""
+    token = "ka_" + secrets.token_urlsafe(32)
+    editor.token_hash = token_hash(token)
+    session.flush()
+    return token
+
+
+def revoke_token(session: Session, editor: Editor) -> None:
+    """The editor's API token stops working; the column stays unique with a hash of a token
+    nobody was given."""
+    editor.token_hash = token_hash("revoked:" + secrets.token_urlsafe(32))
+    session.flush()
 
 
 @functools.cache
@@ -132,3 +175,15 @@ def editor_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """`editor_required`, and 403 `admin_required` unless the editor was made `--admin`."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not g.editor.is_admin:
+            raise ApiError(403, "admin_required", "only admin editors manage editors and tokens")
+        return view(*args, **kwargs)
+
+    return editor_required(wrapped)  # type: ignore[return-value]

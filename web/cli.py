@@ -205,13 +205,38 @@ def editor_create(email: str, admin: bool, password_stdin: bool) -> None:
     click.echo(token)
 
 
-DEMO_EDITOR = "demo@keyart.local"
+# `.example` is reserved for documentation (RFC 2606), so this is nobody's mailbox, and
+# email-validator (behind the studio's sign-in form) accepts it, unlike `.local` or `.test`.
+DEMO_EDITOR = "demo@keyart.example"
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--traffic",
+    is_flag=True,
+    help="Instead: send a small simulated audience to the server at --url until stopped "
+    "(what `keyart serve --demo-traffic` runs beside the server).",
+)
+@click.option(
+    "--url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="With --traffic: the server's address.",
+)
+@click.option(
+    "--rate",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True, max=1000),
+    help="With --traffic: page views per second.",
+)
+def demo(traffic: bool, url: str, rate: float) -> None:
     """Load the demo catalog (titles that already exist are left alone) and reset the demo
-    editor's password and token, printing them."""
+    editor's password and token, printing them. With --traffic, send a simulated audience
+    to a running server instead."""
+    if traffic:
+        _demo_traffic(url, rate)
+        return
     from sqlalchemy import delete
 
     from artwork import catalog
@@ -253,6 +278,28 @@ def demo() -> None:
     click.echo(f"demo editor API token: {token}")
 
 
+def _demo_traffic(url: str, rate: float) -> None:
+    from urllib.parse import urlsplit
+
+    from web.demo_traffic import Audience, demo_titles, run
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.ClickException(f"--url must be an http:// or https:// address, got {url!r}")
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    audience = Audience(url.rstrip("/"), demo_titles(), rate)
+    click.echo(f"demo traffic: {rate:g} page views a second to {url} (stop with Ctrl-C)")
+    made = run(audience, lambda: stopping, report=click.echo)
+    click.echo(f"demo traffic: stopped after {made} decisions")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -266,7 +313,15 @@ def demo() -> None:
 )
 @click.option("--no-learner", is_flag=True, help="Serve only; run `keyart learn` elsewhere.")
 @click.option("--dev", is_flag=True, help="Flask's reloading development server.")
-def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool) -> None:
+@click.option(
+    "--demo-traffic",
+    is_flag=True,
+    help="Also run `keyart demo --traffic` against this server, stopped with it.",
+)
+def serve(
+    host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool,
+    demo_traffic: bool,
+) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
     settings = _settings()
     # Each gunicorn worker writes its metrics here; /metrics sums them.
@@ -275,9 +330,16 @@ def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, de
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
 
-    learner = None
+    children = []
     if not no_learner:
-        learner = subprocess.Popen([sys.executable, "-m", "web.cli", "learn"])
+        children.append(subprocess.Popen([sys.executable, "-m", "web.cli", "learn"]))
+    if demo_traffic:
+        # The audience reaches the server as a client would, on the loopback if it listens
+        # on every address.
+        client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        url = f"http://{client_host}:{port}"
+        command = [sys.executable, "-m", "web.cli", "demo", "--traffic", "--url", url]
+        children.append(subprocess.Popen(command))  # noqa: S603 (keyart's own command line)
     try:
         click.echo(f"keyart serving on http://{host}:{port}/ (studio at /studio/)")
         if dev:
@@ -287,9 +349,10 @@ def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, de
         else:
             _gunicorn(host, port, workers, threads)
     finally:
-        if learner is not None:
-            learner.terminate()
-            learner.wait(timeout=30)
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
 
 
 def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:

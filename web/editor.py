@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -16,13 +17,36 @@ from bandit.config import NAMESPACES
 from bandit.features import Candidate
 from bandit.lineages import describe, history, store_settings, stored_settings
 from bandit.models import Decision, utcnow
-from bandit.report import action_report
+from bandit.report import (
+    LoggedOutcome,
+    action_report,
+    logged_outcomes,
+    segment_verdict,
+    timeline,
+    weighted_rate,
+)
 from bandit.snapshots import serving_lineage
-from web.auth import editor_required
+from web.auth import (
+    admin_required,
+    create_editor,
+    editor_required,
+    get_editor,
+    issue_token,
+    list_editors,
+    revoke_token,
+)
 from web.config import POLICY_FIELDS, ConfigError, learning_settings
 from web.errors import ApiError
+from web.models import Editor
 from web.personalize import artwork_features
-from web.schemas import ArtworkPatch, DefaultArtwork, PolicySettings, TitleCreate, json_body
+from web.schemas import (
+    ArtworkPatch,
+    DefaultArtwork,
+    EditorCreate,
+    PolicySettings,
+    TitleCreate,
+    json_body,
+)
 from web.state import db, runtime
 
 bp = Blueprint("editor", __name__, url_prefix="/api/v1")
@@ -144,6 +168,16 @@ def patch_artwork(artwork_id: str) -> Response:
     artwork = catalog.update_artwork(
         session, artwork_id, status=body.status, label=body.label, tags=body.tags
     )
+    if body.focus is not None:
+        rt = runtime()
+        artwork = catalog.set_focus(
+            session,
+            rt.store,
+            artwork_id,
+            (body.focus.x, body.focus.y),
+            config=rt.settings.pipeline_config(),
+            runner=rt.pipeline,
+        )
     session.commit()
     return jsonify(artwork_json(artwork))
 
@@ -161,7 +195,7 @@ def put_default_artwork(title_id: str) -> Response:
 @bp.get("/policy")
 @editor_required
 def policy() -> Response:
-    return jsonify(_policy_document())
+    return jsonify(policy_status())
 
 
 @bp.put("/policy")
@@ -182,7 +216,7 @@ def put_policy() -> Response:
     session = db()
     store_settings(session, stored, utcnow())
     session.commit()
-    return jsonify(_policy_document())
+    return jsonify(policy_status())
 
 
 def _as_environment(body: PolicySettings) -> dict[str, str]:
@@ -198,7 +232,10 @@ def _as_environment(body: PolicySettings) -> dict[str, str]:
     return out
 
 
-def _policy_document() -> dict[str, Any]:
+def policy_status() -> dict[str, Any]:
+    """What `GET /api/v1/policy` answers and the studio's policy page shows (the one place
+    both read it from): the serving lineage and its newest snapshot, the settings and where
+    they come from, the learner's lag, a lineage in training and the history."""
     session = db()
     state = runtime()
     lineage = serving_lineage(session)
@@ -220,6 +257,17 @@ def _policy_document() -> dict[str, Any]:
         **_vw_parts(serving_args),
         "lineage": described,
         "learner_lag_seconds": _learner_lag(session, described, state.settings.reward_wait),
+        # How old the newest snapshot is, and how many logged decisions it has not seen
+        # (their reward window may still be open).
+        "age_seconds": _age(described),
+        "decisions_not_learned": int(
+            session.scalar(
+                select(func.count())
+                .select_from(Decision)
+                .where(Decision.id > (described["cursor"] if described else 0))
+            )
+            or 0
+        ),
         "settings": {
             "source": "stored" if stored else "environment",
             "stored": {f: stored[v] for f, v in POLICY_FIELDS.items() if v in stored},
@@ -230,6 +278,13 @@ def _policy_document() -> dict[str, Any]:
         "training": training[0] if training else None,
         "history": history(session),
     }
+
+
+def _age(lineage: dict[str, Any] | None) -> float | None:
+    if lineage is None or lineage["snapshot_at"] is None:
+        return None
+    moment = datetime.fromisoformat(lineage["snapshot_at"].removesuffix("Z"))
+    return (utcnow() - moment).total_seconds()
 
 
 def _vw_parts(vw_args: str) -> dict[str, Any]:
@@ -284,6 +339,90 @@ def title_report(title: Title) -> dict[str, Any]:
 @editor_required
 def report(title_id: str) -> Response:
     return jsonify(title_report(catalog.get_title(db(), title_id)))
+
+
+def title_results(title: Title) -> dict[str, Any]:
+    """`title_report`, and with each row the propensity-weighted click rate of the variant in
+    its segment, a plain-words verdict per segment, and the timeline of traffic share and
+    click rate per variant."""
+    report = title_report(title)
+    outcomes = logged_outcomes(db(), title.id)
+    by_segment: dict[str, list[LoggedOutcome]] = {}
+    for outcome in outcomes:
+        by_segment.setdefault(outcome.segment, []).append(outcome)
+    labels = {a.id: a.label for a in title.artworks}
+    segments: dict[str, list[dict[str, Any]]] = {}
+    for row in report["rows"]:
+        weighted = weighted_rate(by_segment.get(row["segment"] or "", []), row["artwork_id"])
+        row["weighted_click_rate"] = weighted.as_json() if weighted else None
+        segments.setdefault(row["segment"] or "", []).append(
+            {**row, "action": row["artwork_id"]}
+        )
+    report["verdicts"] = [
+        {
+            "segment": segment or None,
+            "verdict": segment_verdict(segment, rows, labels, title.default_artwork_id),
+        }
+        for segment, rows in segments.items()
+    ]
+    report["timeline"] = timeline(outcomes)
+    return report
+
+
+@bp.get("/titles/<title_id>/results")
+@editor_required
+def results(title_id: str) -> Response:
+    """Extension: the report with weighted rates, verdicts and a timeline (the studio's)."""
+    return jsonify(title_results(catalog.get_title(db(), title_id)))
+
+
+def editor_json(editor: Editor) -> dict[str, Any]:
+    return {
+        "id": editor.id,
+        "email": editor.email,
+        "admin": editor.is_admin,
+        "has_password": bool(editor.password_hash),
+        "created_at": editor.created_at.isoformat() + "Z",
+    }
+
+
+@bp.get("/editors")
+@admin_required
+def list_editors_route() -> Response:
+    return jsonify({"editors": [editor_json(e) for e in list_editors(db())]})
+
+
+@bp.post("/editors")
+@admin_required
+def create_editor_route() -> tuple[Response, int]:
+    body = json_body(EditorCreate)
+    session = db()
+    try:
+        editor, token = create_editor(
+            session, body.email, password=body.password, is_admin=body.admin
+        )
+    except ValueError as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
+    session.commit()
+    return jsonify({**editor_json(editor), "token": token}), 201
+
+
+@bp.post("/editors/<int:editor_id>/token")
+@admin_required
+def issue_token_route(editor_id: int) -> tuple[Response, int]:
+    session = db()
+    token = issue_token(session, get_editor(session, editor_id))
+    session.commit()
+    return jsonify({"id": editor_id, "token": token}), 201
+
+
+@bp.delete("/editors/<int:editor_id>/token")
+@admin_required
+def revoke_token_route(editor_id: int) -> tuple[str, int]:
+    session = db()
+    revoke_token(session, get_editor(session, editor_id))
+    session.commit()
+    return "", 204
 
 
 def evaluation_json(evaluation: Any) -> dict[str, Any] | None:

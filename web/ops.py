@@ -145,7 +145,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/artworks/{artwork}": {
             "patch": {
-                "summary": "Change status, label or tags",
+                "summary": "Change status, label, tags or focal point (crops are cut again)",
                 "security": EDITOR,
                 "requestBody": _body("ArtworkPatch"),
                 "responses": {"200": _answer("The variant"), **ERRORS},
@@ -158,6 +158,42 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": _body("DefaultArtwork"),
                 "responses": {"200": _answer("The title"), **ERRORS},
             }
+        },
+        "/api/v1/titles/{title}/results": {
+            "get": {
+                "summary": "The report with weighted rates, verdicts per segment and a timeline",
+                "security": EDITOR,
+                "responses": {"200": _answer("Results"), "404": _answer("Unknown title")},
+            }
+        },
+        "/api/v1/editors": {
+            "get": {
+                "summary": "Every editor (admin editors only)",
+                "security": EDITOR,
+                "responses": {"200": _answer("Editors"), "403": _answer("Not an admin")},
+            },
+            "post": {
+                "summary": "Create an editor (admin editors only); answers its API token once",
+                "security": EDITOR,
+                "requestBody": _body("EditorCreate"),
+                "responses": {
+                    "201": _answer("The editor and its token"),
+                    "403": _answer("Not an admin"),
+                    **ERRORS,
+                },
+            },
+        },
+        "/api/v1/editors/{editor}/token": {
+            "post": {
+                "summary": "Issue a new API token, revoking the old (admin editors only)",
+                "security": EDITOR,
+                "responses": {"201": _answer("The token"), "403": _answer("Not an admin")},
+            },
+            "delete": {
+                "summary": "Revoke the editor's API token (admin editors only)",
+                "security": EDITOR,
+                "responses": {"204": _answer("Revoked"), "403": _answer("Not an admin")},
+            },
         },
         "/api/v1/titles/{title}/serving": {
             "get": {

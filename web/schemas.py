@@ -122,10 +122,25 @@ class TitleCreate(Strict):
     genres: list[ShortText] = Field(default_factory=list, max_length=20)
 
 
+class Focus(Strict):
+    """A focal point, as fractions of the picture's width and height from its top left."""
+
+    x: float = Field(ge=0, le=1, allow_inf_nan=False)
+    y: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+
 class ArtworkPatch(Strict):
     status: Literal["active", "paused", "archived"] | None = None
     label: ShortText | None = None
     tags: list[text(1, 50)] | None = Field(None, max_length=30)
+    # Extension: re-centres the crops and cuts the renditions again.
+    focus: Focus | None = None
+
+
+class EditorCreate(Strict):
+    email: text(3, 320)
+    password: text(8, 200) | None = None
+    admin: StrictBool = False
 
 
 class DefaultArtwork(Strict):
@@ -166,5 +181,6 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     EventsRequest,
     TitleCreate,
     ArtworkPatch,
+    EditorCreate,
     DefaultArtwork,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -261,3 +262,104 @@ def test_serve_answers_and_its_metrics_add_up_every_worker(cli_env: dict[str, st
         finally:
             process.kill()
             process.communicate()
+
+
+# The address rule does not depend on the database, and loading the demo catalog is slow.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_demo_editor_keyart_demo_prints_can_sign_in_to_the_studio(
+    cli_env: dict[str, str], client: FlaskClient
+) -> None:
+    # `make run` once printed demo@keyart.local, which the sign-in form's email check refuses.
+    result = run(cli_env, "demo")
+    assert result.exit_code == 0, result.output
+    found = re.search(r"demo editor: (\S+)\s+password: (\S+)", result.output)
+    assert found, result.output
+    email, password = found.groups()
+    page = client.get("/studio/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert csrf
+    response = client.post(
+        "/studio/login", data={"email": email, "password": password, "csrf_token": csrf[1]}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert "Signed in as " + email in client.get("/studio/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("email", ["someone@keyart.local", "someone@host.test", "no-at-sign"])
+def test_editor_create_refuses_an_address_the_studio_would_refuse(
+    cli_env: dict[str, str], email: str
+) -> None:
+    result = run(cli_env, "editor", "create", email)
+    assert result.exit_code != 0 and "is not an email address" in result.output, result.output
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`, with their command lines (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_demo_traffic_runs_beside_the_server_and_stops_with_it(
+    cli_env: dict[str, str], database_url: str
+) -> None:
+    """`make run`: the demo catalog, then `keyart serve --demo-traffic`, whose simulated
+    audience asks the public API for artwork, clicks, and the embedded learner learns."""
+    import urllib.request
+
+    from sqlalchemy import create_engine, func, select
+
+    from bandit.models import Decision, PolicySnapshot, Reward
+
+    env = {
+        **cli_env,
+        "KEYART_PRESETS": "boxart=2:3@342",
+        "KEYART_REWARD_WAIT": "1",
+        "KEYART_REWARD_SETTLE": "0",
+        "KEYART_LEARN_INTERVAL": "0.5",
+    }
+    assert run(env, "db", "upgrade").exit_code == 0
+    assert run(env, "demo").exit_code == 0
+    port = _free_port()
+    serve = ["serve", "--workers", "1", "--port", str(port), "--demo-traffic"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", *serve],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    engine = create_engine(database_url)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with engine.connect() as connection:
+                decisions = connection.scalar(select(func.count()).select_from(Decision))
+                clicks = connection.scalar(select(func.count()).select_from(Reward))
+                learned = connection.scalar(select(func.max(PolicySnapshot.version)))
+            if decisions and clicks and learned:
+                break
+            assert time.monotonic() < deadline and process.poll() is None, (decisions, learned)
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as ready:
+            assert ready.status == 200
+        audience = [pid for pid, cmd in _children(process.pid).items() if "--traffic" in cmd]
+        assert len(audience) == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        finally:
+            process.kill()
+            engine.dispose()
+    assert not Path(f"/proc/{audience[0]}").exists(), "the audience outlived the server"
