@@ -11,14 +11,13 @@ from typing import Any
 from flask import Flask, g, request
 
 from artwork.isolation import shared_pipeline_process
-from artwork.store import BlobStore
 from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
 from web.errors import ApiError
 from web.schemas import storable
-from web.serving_catalog import CATALOG_VERSION
+from web.serving_catalog import CATALOG_VERSION, ServingCatalog
 from web.state import Runtime
 
 # Endpoints left out of `keyart_request_seconds`.
@@ -52,7 +51,8 @@ def create_app(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        store=BlobStore(settings.media_dir),
+        store=settings.blob_store(),
+        catalog=ServingCatalog(media_prefix=settings.media_prefix),
         policy=policy,
         rewards=settings.reward_config(),
         limits=settings.ingest_limits,

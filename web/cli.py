@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from artwork.store import StoreUnavailable
 from web.config import ConfigError, Settings, load_settings
 from web.errors import first_line
 
@@ -87,6 +88,8 @@ class _Commands(click.Group):
             raise click.ClickException(f"database error: {first_line(reason)}") from None
         except BrokenPipeError:
             raise  # click's own handling: standard output went away
+        except StoreUnavailable as error:
+            raise click.ClickException(f"media store error: {first_line(error)}") from None
         except OSError as error:
             if error.filename is not None and error.strerror:
                 raise click.ClickException(f"{error.filename}: {error.strerror}") from None
@@ -191,12 +194,11 @@ def demo() -> None:
     from artwork.demo import demo_catalog
     from artwork.errors import ArtworkError
     from artwork.models import Title
-    from artwork.store import BlobStore
     from web.auth import create_editor
     from web.models import Editor
 
     settings = _settings()
-    store = BlobStore(settings.media_dir)
+    store = settings.blob_store()
     added = 0
     with _sessions(settings) as sessions, sessions() as session:
         for title in demo_catalog():
@@ -611,11 +613,10 @@ def artwork_reprocess(batch_size: int) -> None:
     current presets and feature code. Committed batch by batch: an interrupted run resumes
     where it stopped."""
     from artwork.catalog import reprocess, stale_artworks
-    from artwork.store import BlobStore
 
     settings = _settings()
     config = settings.pipeline_config()
-    store = BlobStore(settings.media_dir)
+    store = settings.blob_store()
     with _sessions(settings) as sessions:
         with sessions() as session:
             pending = stale_artworks(session, config)
@@ -636,6 +637,52 @@ def artwork_reprocess(batch_size: int) -> None:
     click.echo(f"reprocessed {len(pending) - len(failed)} variants, {len(failed)} failed")
     if failed:
         raise SystemExit(1)
+
+
+@main.group()
+def media() -> None:
+    """The media store: renditions and originals."""
+
+
+@media.command("migrate")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="s3://BUCKET/PREFIX",
+    help="The bucket (and prefix) to copy the local media directory into.",
+)
+def media_migrate(target: str) -> None:
+    """Copy the local media directory (KEYART_MEDIA_DIR) into an S3-compatible bucket, with
+    boto3's usual AWS_* settings. Blobs the bucket already holds are skipped, so an
+    interrupted run resumes; then set KEYART_MEDIA_URL to the same URL on every host."""
+    from artwork.store import MEDIA, ORIGINALS, LocalBlobStore, S3BlobStore, S3Location
+
+    settings = _settings()
+    try:
+        location = S3Location.parse(target)
+    except ValueError as error:
+        raise click.ClickException(f"--to {error}") from None
+    if not settings.media_dir.is_dir():
+        raise click.ClickException(f"{settings.media_dir}: no local media directory to copy")
+    source = LocalBlobStore(settings.media_dir)
+    destination = S3BlobStore(location)
+    # Keys are content hashes: one already in the bucket holds exactly these bytes.
+    pending = [
+        (kind, key)
+        for kind in (MEDIA, ORIGINALS)
+        for key in sorted(set(source.keys(kind)) - set(destination.keys(kind)))
+    ]
+    held = sum(1 for kind in (MEDIA, ORIGINALS) for _ in source.keys(kind)) - len(pending)
+    if not pending:
+        click.echo(f"{location} already holds all {held} blobs of {settings.media_dir}")
+        return
+    with click.progressbar(pending, label=f"copying to {location}", show_pos=True) as bar:
+        for kind, key in bar:
+            data = source.read_key(kind, key)
+            if data is not None:  # a blob removed meanwhile is not ours to bring back
+                destination.put_key(kind, key, data)
+    click.echo(f"copied {len(pending)} blobs to {location} ({held} were already there)")
 
 
 if __name__ == "__main__":

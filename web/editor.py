@@ -23,6 +23,7 @@ bp = Blueprint("editor", __name__, url_prefix="/api/v1")
 
 
 def artwork_json(artwork: Artwork) -> dict[str, Any]:
+    media = runtime().settings.media_prefix
     return {
         "id": artwork.id,
         "title": artwork.title_id,
@@ -44,7 +45,7 @@ def artwork_json(artwork: Artwork) -> dict[str, Any]:
                 "width": r.width,
                 "height": r.height,
                 "bytes": r.size,
-                "url": f"/media/{r.key}",
+                "url": media + r.key,
             }
             for r in artwork.renditions
         ],
