@@ -29,7 +29,11 @@ def create_app(
 ) -> Flask:
     """Build the keyart app. `settings` defaults to the environment's; the database must
     already be migrated (`keyart db upgrade`)."""
-    settings = settings or load_settings()
+    if settings is None:
+        settings = load_settings()
+        # A server built from the environment (gunicorn's `web:create_app()` too) on
+        # PostgreSQL must share its key with every other host.
+        settings.require_shared_secret()
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,

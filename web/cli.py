@@ -244,6 +244,10 @@ def demo() -> None:
 def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
     settings = _settings()
+    try:
+        settings.require_shared_secret()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     # Each gunicorn worker writes its metrics here; /metrics sums them.
     metrics_dir = settings.var_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -366,7 +366,7 @@ def _secret_key(env: Mapping[str, str], var_dir: Path) -> tuple[str, str]:
         path = Path(key_file)
         if not path.is_file():
             raise ConfigError(f"KEYART_SECRET_KEY_FILE names {key_file!r}, which is not a file")
-        return _read_secret_key(path), "file"
+        return _read_secret_key(path, generated=False), "file"
     path = var_dir / "secret_key"
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
@@ -392,21 +392,30 @@ def _write_secret_key(path: Path) -> None:
         draft.unlink()
 
 
-def _read_secret_key(path: Path) -> str:
+def _read_secret_key(path: Path, generated: bool = True) -> str:
     # Refused rather than tightened: a key others could read may already be copied, and
     # anyone holding it can sign a studio session. Whether to keep it is the operator's call.
     mode = path.stat().st_mode
     if mode & 0o077:
+        remedy = (
+            ", or delete it to have a new key made (which signs every editor out of the studio)"
+            if generated
+            else ""
+        )
         raise ConfigError(
             f"the secret key file {str(path)!r} is open to other users (mode {mode & 0o777:o}): "
-            "make it readable by its owner only (chmod 600), or delete it to have a new key "
-            "made (which signs every editor out of the studio)"
+            f"make it readable by its owner only (chmod 600){remedy}"
         )
     key = path.read_text().strip()
     if len(key) < MIN_SECRET_KEY_LENGTH:
+        remedy = (
+            "delete the file to have a new key made, or set KEYART_SECRET_KEY"
+            if generated
+            else "write a longer one (the same on every host)"
+        )
         raise ConfigError(
             f"the secret key in {str(path)!r} is shorter than {MIN_SECRET_KEY_LENGTH} "
-            "characters: delete the file to have a new key made, or set KEYART_SECRET_KEY"
+            f"characters: {remedy}"
         )
     return key
 
