@@ -128,8 +128,9 @@ def create_app(
         if session is not None:
             session.close()
 
-    from web import api, editor, errors, media, ops, studio
+    from web import api, editor, errors, logs, media, ops, studio
 
+    logs.init_app(app)
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(editor.bp)

@@ -99,6 +99,14 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """keyart: personalised artwork, chosen by a contextual bandit."""
+    from web.logs import configure_logging
+
+    # One JSON object per log line on stderr. One-shot commands log warnings and worse
+    # unless KEYART_LOG_LEVEL says otherwise (their output is their answer); `serve` and
+    # `learn` log at KEYART_LOG_LEVEL (default INFO). A bad level is reported by
+    # the command's own _settings().
+    level = (os.environ.get("KEYART_LOG_LEVEL") or "WARNING").strip().upper()
+    configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
 
 
 @main.group()
@@ -123,14 +131,30 @@ def db_upgrade() -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="One pass over the log, then exit.")
 def learn(once: bool) -> None:
-    """Teach the policy from decisions whose reward window has closed."""
-    from bandit.learner import learn_forever, learn_once
+    """Teach the policy from decisions whose reward window has closed. One learner learns
+    per database: others (on any host) stand by and take over when it dies."""
+    from bandit.leadership import current_leader, lead_and_learn, learner_lock
+    from bandit.learner import learn_once
+    from web.logs import configure_logging
 
     settings = _settings()
+    if not once:
+        configure_logging(settings.log_level)
     rewards = settings.reward_config()
+    lock = learner_lock(settings.database_url, settings.learner_takeover_seconds)
     if once:
-        with _sessions(settings) as sessions, sessions() as session:
-            report = learn_once(session, settings.vw_args, rewards)
+        with _sessions(settings) as sessions:
+            if lock is not None and not lock.try_acquire():
+                with sessions() as session:
+                    leader = current_leader(session)
+                who = f"{leader.pid}@{leader.host}" if leader else "another process"
+                raise click.ClickException(f"{who} is the learner now: not learning alongside it")
+            try:
+                with sessions() as session:
+                    report = learn_once(session, settings.vw_args, rewards)
+            finally:
+                if lock is not None:
+                    lock.close()
         click.echo(
             f"learned {report.learned} decisions, skipped {report.skipped}; "
             f"cursor {report.cursor}; policy version {report.version or 'unchanged'}"
@@ -147,9 +171,21 @@ def learn(once: bool) -> None:
     every, wait = settings.learn_interval_seconds, settings.reward_wait
     click.echo(f"learning every {every:g}s (reward wait {wait:g}s)")
     # No schema check: the long-running learner (the one `keyart serve` starts) rides out a
-    # database that is down or not yet migrated, logging each failed pass and trying again.
-    with _sessions(settings, require_schema=False) as sessions:
-        learn_forever(sessions, settings.vw_args, rewards, every, lambda: stopping)
+    # database that is down or not yet migrated, backing off and trying again.
+    try:
+        with _sessions(settings, require_schema=False) as sessions:
+            lead_and_learn(
+                sessions,
+                lock,
+                settings.vw_args,
+                rewards,
+                every,
+                settings.learner_takeover_seconds,
+                lambda: stopping,
+            )
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 @main.group()
@@ -243,11 +279,14 @@ def demo() -> None:
 @click.option("--dev", is_flag=True, help="Flask's reloading development server.")
 def serve(host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
+    from web.logs import configure_logging
+
     settings = _settings()
     try:
         settings.require_shared_secret()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    configure_logging(settings.log_level)
     # Each gunicorn worker writes its metrics here; /metrics sums them.
     metrics_dir = settings.var_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -275,6 +314,8 @@ def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
     from gunicorn.app.base import BaseApplication
     from prometheus_client import multiprocess
 
+    from web.logs import JsonAccessLogger
+
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -288,7 +329,9 @@ def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
             # others idled: benchmarks/serve.py once measured its floor at 4,706 and then
             # 1,560 req/s within one run.
             self.cfg.set("reuse_port", True)
-            self.cfg.set("accesslog", None)
+            # The access log as JSON lines on stderr, with each request's id (web/logs.py).
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", JsonAccessLogger)
             self.cfg.set(
                 "child_exit", lambda _server, worker: multiprocess.mark_process_dead(worker.pid)
             )
