@@ -50,7 +50,14 @@ def create_app(
 
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    policy = ServingPolicy(sessions, settings.vw_args, settings.policy_poll_seconds)
+    from web import metrics  # see below: after PROMETHEUS_MULTIPROC_DIR is set
+
+    policy = ServingPolicy(
+        sessions,
+        settings.vw_args,
+        settings.policy_poll_seconds,
+        on_poll=metrics.observe_serving_policy,
+    )
     app.extensions["keyart"] = Runtime(
         settings=settings,
         engine=engine,
@@ -110,10 +117,9 @@ def create_app(
             except ValueError as error:
                 raise ApiError(400, "invalid_request", f"{what} {error}") from None
 
-    # Imported here, not at the top: `keyart serve` must set PROMETHEUS_MULTIPROC_DIR before
-    # prometheus_client makes any metric, and it imports this package first.
-    from web import metrics
-
+    # `web.metrics` is imported in here, not at the top: `keyart serve` must set
+    # PROMETHEUS_MULTIPROC_DIR before prometheus_client makes any metric, and it imports
+    # this package first.
     @app.teardown_request
     def _observe_latency(_exc: BaseException | None) -> None:
         started = g.get("request_started")

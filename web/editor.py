@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from artwork import catalog
 from artwork.catalog import Upload
+from artwork.errors import ArtworkError
 from artwork.models import Artwork, Title
 from bandit.features import Candidate
 from bandit.models import PolicySnapshot
 from bandit.report import action_report
 from bandit.snapshots import latest_version
+from web import metrics
 from web.auth import editor_required
 from web.errors import ApiError
 from web.personalize import artwork_features
@@ -106,6 +109,22 @@ def _focus() -> tuple[float, float] | None:
 @bp.post("/titles/<title_id>/artworks")
 @editor_required
 def upload_artwork(title_id: str) -> tuple[Response, int]:
+    try:
+        created = _upload(title_id)
+    except (ApiError, ArtworkError) as error:
+        metrics.UPLOADS.labels(error.code).inc()
+        raise
+    except HTTPException as error:  # e.g. 413 before the body is read
+        metrics.UPLOADS.labels(f"http_{error.code}").inc()
+        raise
+    except Exception:
+        metrics.UPLOADS.labels("failed").inc()
+        raise
+    metrics.UPLOADS.labels("created").inc()
+    return created, 201
+
+
+def _upload(title_id: str) -> Response:
     file = request.files.get("file")
     if file is None:
         raise ApiError(422, "invalid_request", "file: send the image as a multipart field 'file'")
@@ -128,7 +147,7 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         runner=rt.pipeline,
     )
     session.commit()
-    return jsonify(artwork_json(artwork)), 201
+    return jsonify(artwork_json(artwork))
 
 
 @bp.patch("/artworks/<artwork_id>")
@@ -160,6 +179,9 @@ def policy() -> Response:
     version = latest_version(session)
     snapshot = session.get(PolicySnapshot, version) if version else None
     serving = runtime().policy.current
+    from web.ops import learner_status
+
+    lag, leader = learner_status()
     return jsonify(
         {
             "version": version,
@@ -167,6 +189,9 @@ def policy() -> Response:
             "examples_learned": snapshot.examples_learned if snapshot else 0,
             "vw_args": snapshot.vw_args if snapshot else runtime().settings.vw_args,
             "created_at": snapshot.created_at.isoformat() + "Z" if snapshot else None,
+            "learner_lag_seconds": round(lag, 3),
+            # The learner that leads ({host, pid, since}), or null when none does.
+            "leader": leader,
         }
     )
 

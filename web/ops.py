@@ -35,9 +35,22 @@ def readyz() -> Response:
     return jsonify({"status": "ready", "policy_version": policy.current.version})
 
 
+def learner_status() -> tuple[float, dict[str, Any] | None]:
+    """The learner's lag behind the log, and who leads (None: no learner leads)."""
+    from bandit.leadership import current_leader, learner_lag_seconds
+
+    rt = runtime()
+    with rt.sessions() as session:
+        lag = learner_lag_seconds(session, rt.rewards)
+        leader = current_leader(session)
+    return lag, leader.to_json() if leader is not None else None
+
+
 @bp.get("/metrics")
 def prometheus() -> Response:
-    return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST)
+    metrics.observe_serving_policy(runtime().policy)
+    body = metrics.render(metrics.LearnerCollector(learner_status))
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
 def _body(name: str) -> dict[str, Any]:
