@@ -216,3 +216,23 @@ def test_learn_once_refuses_while_another_learner_leads(
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
+
+
+def test_the_learner_backs_off_quietly_while_the_database_is_out(
+    learners: Learners, session: Session
+) -> None:
+    # Nothing listens on port 1: every attempt is refused at once.
+    learners.env["KEYART_DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    learners.env["KEYART_LEARN_INTERVAL"] = "0.05"
+    learner = learners.start()
+    time.sleep(4)  # dozens of attempts at the interval, a handful when backing off
+    assert learner.poll() is None
+    raw = learner.log_path.read_text()  # type: ignore[attr-defined]
+    assert "Traceback" not in raw
+    lines = learners.lines(learner)
+    assert len(lines) == len(raw.splitlines())  # JSON, every line
+    warnings = [line for line in lines if line["level"] == "WARNING"]
+    assert [line["message"].split(":")[0] for line in warnings] == [
+        "database unavailable, learner backing off"
+    ]
+    assert warnings[0]["retry_seconds"] > 0
