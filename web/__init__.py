@@ -110,7 +110,10 @@ def create_app(
         if b"%00" in request.query_string:
             fields += [(f"query parameter {k!r}", k + v) for k, v in request.args.items(multi=True)]
         if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            fields += [(f"form field {k!r}", k + v) for k, v in request.form.items(multi=True)]
+            # A part without a name comes back with the name None (schemathesis found it).
+            fields += [
+                (f"form field {k!r}", (k or "") + v) for k, v in request.form.items(multi=True)
+            ]
         for what, value in fields:
             try:
                 storable(value)
