@@ -115,7 +115,9 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         metrics.UPLOADS.labels(error.code).inc()
         raise
     except HTTPException as error:  # e.g. 413 before the body is read
-        metrics.UPLOADS.labels(f"http_{error.code}").inc()
+        # The same code the answer carries (web.errors names a 413 file_too_large).
+        outcome = "file_too_large" if error.code == 413 else f"http_{error.code}"
+        metrics.UPLOADS.labels(outcome).inc()
         raise
     except Exception:
         metrics.UPLOADS.labels("failed").inc()
