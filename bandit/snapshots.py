@@ -151,5 +151,8 @@ class ServingPolicy:
                 self.refresh()
             except Exception:  # a database blip must not kill the poller
                 log.exception("policy refresh failed")
-            if self._on_poll is not None:
-                self._on_poll(self)
+            try:
+                if self._on_poll is not None:
+                    self._on_poll(self)
+            except Exception:  # nor a metric that could not be written
+                log.exception("policy poll callback failed")
