@@ -154,8 +154,8 @@ def test_one_learner_leads_and_a_standby_takes_over_when_it_is_killed(
         "the standby leads",
     )
     assert taken
-    # Within the takeover time (the scheduler of a loaded test machine gets a margin).
-    assert time.monotonic() - killed <= TAKEOVER + 2
+    # Within the takeover time; a loaded test machine's scheduler gets as much again.
+    assert time.monotonic() - killed <= TAKEOVER * 2
     _decide(client, 20)
     _until(lambda: _learned_through(session) >= _last_decision(session), 60, "standby learns")
     assert sum(p["learned"] for p in learners.passes(standby)) == 20
@@ -225,14 +225,17 @@ def test_the_learner_backs_off_quietly_while_the_database_is_out(
     learners.env["KEYART_DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/test"
     learners.env["KEYART_LEARN_INTERVAL"] = "0.05"
     learner = learners.start()
-    time.sleep(4)  # dozens of attempts at the interval, a handful when backing off
+
+    def warnings() -> list[dict[str, Any]]:
+        return [line for line in learners.lines(learner) if line["level"] == "WARNING"]
+
+    _until(warnings, 60, "the learner warns")
+    time.sleep(3)  # dozens of attempts at the interval, a handful when backing off
     assert learner.poll() is None
     raw = learner.log_path.read_text()  # type: ignore[attr-defined]
     assert "Traceback" not in raw
-    lines = learners.lines(learner)
-    assert len(lines) == len(raw.splitlines())  # JSON, every line
-    warnings = [line for line in lines if line["level"] == "WARNING"]
-    assert [line["message"].split(":")[0] for line in warnings] == [
+    assert len(learners.lines(learner)) == len(raw.splitlines())  # JSON, every line
+    assert [line["message"].split(":")[0] for line in warnings()] == [
         "database unavailable, learner backing off"
     ]
-    assert warnings[0]["retry_seconds"] > 0
+    assert warnings()[0]["retry_seconds"] > 0
