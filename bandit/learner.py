@@ -9,7 +9,6 @@ import json
 import logging
 import operator
 import tempfile
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -470,34 +469,3 @@ def _learn_lineage(
         finally:
             batches.close()
     return LearnReport(learned, skipped, cursor, version, lineage.id)
-
-
-def learn_forever(
-    session_factory: Callable[[], Session],
-    learning: Callable[[Session], tuple[str, RewardConfig]],
-    interval_seconds: float,
-    should_stop: Callable[[], bool] = lambda: False,
-    retrain_days: float = RETRAIN_DAYS,
-    after_pass: Callable[[Session], None] | None = None,
-) -> None:
-    """Run `learn_once` every `interval_seconds` until `should_stop()`, which is asked
-    after each batch's commit and every quarter second between passes. `learning(session)`
-    gives each pass its settings (VW arguments, rewards), so a change of them made while
-    the learner runs (`PUT /api/v1/policy`) starts a lineage on the next pass;
-    `after_pass(session)` runs after each pass (automatic optimisation)."""
-    while not should_stop():
-        try:
-            with session_factory() as session:
-                vw_args, rewards = learning(session)
-                learn_once(
-                    session, vw_args, rewards, should_stop=should_stop, retrain_days=retrain_days
-                )
-                if after_pass is not None and not should_stop():
-                    after_pass(session)
-        except Exception:  # keep learning after a database blip; the cursor makes it safe
-            log.exception("learning pass failed")
-        # In slices: a stop asked for (SIGTERM from `keyart serve`) need not wait out the
-        # interval, which held a server's shutdown for up to its 10 s default.
-        deadline = time.monotonic() + interval_seconds
-        while not should_stop() and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.25))

@@ -82,6 +82,8 @@ def _current_share(
     """Average distribution the current policy gives today's candidates over the segment's
     recent contexts, shaped as serving shapes it (floor, apprentice mode): what the segment
     would see now."""
+    if not candidates:
+        return {}  # nothing is served now (every variant paused or archived): no share
     seg = func.coalesce(Decision.context[segment_key].as_string(), "")
     rows = session.execute(
         select(Decision.context, Decision.slot_features)

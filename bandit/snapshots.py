@@ -8,6 +8,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -116,7 +117,11 @@ class ServingPolicy:
     """
 
     def __init__(
-        self, session_factory: Callable[[], Session], vw_args: str, poll_seconds: float
+        self,
+        session_factory: Callable[[], Session],
+        vw_args: str,
+        poll_seconds: float,
+        on_poll: Callable[[ServingPolicy], None] | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._vw_args = vw_args
@@ -125,6 +130,10 @@ class ServingPolicy:
         self._stop = threading.Event()
         self._refresh_lock = threading.Lock()
         self.current = Policy(vw_args)
+        # When the snapshot served was learned (None: no snapshot yet), and what to call
+        # after each poll (metrics of the version and age served).
+        self.created_at: datetime | None = None
+        self._on_poll = on_poll
         # Whether the log's newest snapshot has been looked for yet. A process may start
         # while the database is down (it must not fail to boot, or gunicorn gives up on the
         # whole server); until the poller reaches the database it retries every second, and
@@ -150,6 +159,7 @@ class ServingPolicy:
             if same and (snapshot is None or policy.version <= self.current.version):
                 return False
             self.current = policy
+            self.created_at = snapshot.created_at if snapshot is not None else None
             log.info("serving policy version %d (lineage %s)", policy.version, lineage_id)
             return True
 
@@ -173,3 +183,8 @@ class ServingPolicy:
                 self.refresh()
             except Exception:  # a database blip must not kill the poller
                 log.exception("policy refresh failed")
+            try:
+                if self._on_poll is not None:
+                    self._on_poll(self)
+            except Exception:  # nor a metric that could not be written
+                log.exception("policy poll callback failed")

@@ -107,7 +107,7 @@ def measure_upload(path: Path, repeat: int) -> dict[str, object]:
     from artwork.catalog import Upload
     from artwork.demo import poster
     from artwork.pipeline import PipelineConfig
-    from artwork.store import BlobStore
+    from artwork.store import LocalBlobStore
     from web.db import make_engine, upgrade
 
     torch.set_num_threads(1)
@@ -116,7 +116,7 @@ def measure_upload(path: Path, repeat: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/bench.db")
         upgrade(engine)
-        store = BlobStore(Path(tmp) / "media")
+        store = LocalBlobStore(Path(tmp) / "media")
         config = PipelineConfig()
         with Session(engine) as session:
             # Warm up: lazy imports, the Haar cascades, torch's first kernels.
@@ -156,7 +156,7 @@ def measure_isolated(path: Path, repeat: int) -> dict[str, object]:
     from artwork.demo import poster
     from artwork.isolation import PipelineProcess
     from artwork.pipeline import PipelineConfig
-    from artwork.store import BlobStore
+    from artwork.store import LocalBlobStore
     from web.db import make_engine, upgrade
 
     data = path.read_bytes()
@@ -164,7 +164,7 @@ def measure_isolated(path: Path, repeat: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/bench.db")
         upgrade(engine)
-        store = BlobStore(Path(tmp) / "media")
+        store = LocalBlobStore(Path(tmp) / "media")
         config = PipelineConfig()
         with Session(engine) as session:
             catalog.create_title(session, "warm-up", "Warm up")

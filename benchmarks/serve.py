@@ -52,7 +52,7 @@ from artwork import catalog  # noqa: E402
 from artwork.demo import poster  # noqa: E402
 from artwork.models import Artwork, Rendition, Title  # noqa: E402
 from artwork.renditions import Preset  # noqa: E402
-from artwork.store import BlobStore  # noqa: E402
+from artwork.store import LocalBlobStore  # noqa: E402
 from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
 
 TITLES = 40
@@ -68,7 +68,7 @@ def build_catalog(url: str, media: Path) -> None:
 
     engine = make_engine(url)
     upgrade(engine)
-    store = BlobStore(media)
+    store = LocalBlobStore(media)
     rng = random.Random(7)
     with make_sessionmaker(engine)() as session:
         for n in range(TITLES):

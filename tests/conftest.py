@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,8 @@ POSTGRES_URL = os.environ.get(
     "KEYART_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("KEYART_REQUIRE_POSTGRES") == "1"
+# CI sets this: a missing moto server fails the S3 tests rather than skipping them.
+REQUIRE_S3 = os.environ.get("KEYART_REQUIRE_S3") == "1"
 
 # Two small presets keep uploads in tests quick; the full set is tested in artwork tests.
 TEST_PRESETS = (Preset("boxart-342", 342, 513), Preset("billboard-640", 640, 360))
@@ -149,3 +153,57 @@ def editor_headers(session: Session) -> dict[str, str]:
     _, token = create_editor(session, "editor@example.com", password="correct horse")
     session.commit()
     return {"Authorization": f"Bearer {token}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto's standalone server) on a free loopback port,
+    for the test run. Tests reach it over HTTP with boto3, as they would a real bucket."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as error:
+        message = f"moto[server] is not installed ({error}): the S3 tests need it"
+        if REQUIRE_S3:
+            pytest.fail(message)
+        pytest.skip(message)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "keyart-test",
+    "AWS_SECRET_ACCESS_KEY": "keyart-test-secret",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """boto3's standard environment pointed at the test server (set in this process too)."""
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # No stray profile or config file on the machine may redirect the client.
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return env
+
+
+@pytest.fixture
+def s3_media_url(s3_env: dict[str, str]) -> str:
+    """A new, empty bucket on the test server, as a KEYART_MEDIA_URL with a prefix."""
+    import boto3
+
+    bucket = f"keyart-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/media-test"

@@ -11,14 +11,13 @@ from typing import Any
 from flask import Flask, g, request
 
 from artwork.isolation import shared_pipeline_process
-from artwork.store import BlobStore
 from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
 from web.db import make_engine, make_sessionmaker
 from web.errors import ApiError
 from web.schemas import storable
-from web.serving_catalog import CATALOG_VERSION
+from web.serving_catalog import CATALOG_VERSION, ServingCatalog
 from web.state import Runtime
 
 # Endpoints left out of `keyart_request_seconds`.
@@ -30,7 +29,11 @@ def create_app(
 ) -> Flask:
     """Build the keyart app. `settings` defaults to the environment's; the database must
     already be migrated (`keyart db upgrade`)."""
-    settings = settings or load_settings()
+    if settings is None:
+        settings = load_settings()
+        # A server built from the environment (gunicorn's `web:create_app()` too) on
+        # PostgreSQL must share its key with every other host.
+        settings.require_shared_secret()
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -47,12 +50,20 @@ def create_app(
 
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    policy = ServingPolicy(sessions, settings.vw_args, settings.policy_poll_seconds)
+    from web import metrics  # see below: after PROMETHEUS_MULTIPROC_DIR is set
+
+    policy = ServingPolicy(
+        sessions,
+        settings.vw_args,
+        settings.policy_poll_seconds,
+        on_poll=metrics.observe_serving_policy,
+    )
     app.extensions["keyart"] = Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        store=BlobStore(settings.media_dir),
+        store=settings.blob_store(),
+        catalog=ServingCatalog(media_prefix=settings.media_prefix),
         policy=policy,
         rewards=settings.reward_config(),
         limits=settings.ingest_limits,
@@ -99,17 +110,19 @@ def create_app(
         if b"%00" in request.query_string:
             fields += [(f"query parameter {k!r}", k + v) for k, v in request.args.items(multi=True)]
         if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            fields += [(f"form field {k!r}", k + v) for k, v in request.form.items(multi=True)]
+            # A part without a name comes back with the name None (schemathesis found it).
+            fields += [
+                (f"form field {k!r}", (k or "") + v) for k, v in request.form.items(multi=True)
+            ]
         for what, value in fields:
             try:
                 storable(value)
             except ValueError as error:
                 raise ApiError(400, "invalid_request", f"{what} {error}") from None
 
-    # Imported here, not at the top: `keyart serve` must set PROMETHEUS_MULTIPROC_DIR before
-    # prometheus_client makes any metric, and it imports this package first.
-    from web import metrics
-
+    # `web.metrics` is imported in here, not at the top: `keyart serve` must set
+    # PROMETHEUS_MULTIPROC_DIR before prometheus_client makes any metric, and it imports
+    # this package first.
     @app.teardown_request
     def _observe_latency(_exc: BaseException | None) -> None:
         started = g.get("request_started")
@@ -124,8 +137,9 @@ def create_app(
         if session is not None:
             session.close()
 
-    from web import api, editor, errors, media, ops, studio
+    from web import api, editor, errors, logs, media, ops, studio
 
+    logs.init_app(app)
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(editor.bp)

@@ -59,6 +59,9 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
     outcomes = Counter(d["error"]["code"] if "error" in d else "ok" for d in decided)
     for outcome, count in outcomes.items():
         metrics.DECISIONS.labels(outcome).inc(count)
+    modes = Counter(d["mode"] for d in decided if "mode" in d)
+    for mode, count in modes.items():
+        metrics.DECISION_MODES.labels(mode).inc(count)
     return decided, negotiated
 
 

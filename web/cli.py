@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from artwork.store import StoreUnavailable
 from web.config import ConfigError, Settings, load_settings
 from web.errors import first_line
 
@@ -89,6 +90,8 @@ class _Commands(click.Group):
             raise click.ClickException(f"database error: {first_line(reason)}") from None
         except BrokenPipeError:
             raise  # click's own handling: standard output went away
+        except StoreUnavailable as error:
+            raise click.ClickException(f"media store error: {first_line(error)}") from None
         except OSError as error:
             if error.filename is not None and error.strerror:
                 raise click.ClickException(f"{error.filename}: {error.strerror}") from None
@@ -98,6 +101,14 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """keyart: personalised artwork, chosen by a contextual bandit."""
+    from web.logs import configure_logging
+
+    # One JSON object per log line on stderr. One-shot commands log warnings and worse
+    # unless KEYART_LOG_LEVEL says otherwise (their output is their answer); `serve` and
+    # `learn` log at KEYART_LOG_LEVEL (default INFO). A bad level is reported by
+    # the command's own _settings().
+    level = (os.environ.get("KEYART_LOG_LEVEL") or "WARNING").strip().upper()
+    configure_logging(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
 
 
 @main.group()
@@ -122,23 +133,41 @@ def db_upgrade() -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="One pass over the log, then exit.")
 def learn(once: bool) -> None:
-    """Teach the policy from decisions whose reward window has closed."""
-    from bandit.learner import learn_forever, learn_once
+    """Teach the policy from decisions whose reward window has closed. One learner learns
+    per database: others (on any host) stand by and take over when it dies."""
+    from bandit.leadership import current_leader, lead_and_learn, learner_lock
+    from bandit.learner import learn_once
     from bandit.lineages import stored_settings
     from web.config import learning_settings
+    from web.logs import configure_logging
 
     settings = _settings()
+    if not once:
+        configure_logging(settings.log_level)
 
     def learning(session: Session) -> tuple[str, RewardConfig]:
         return learning_settings(settings, stored_settings(session))
 
+    lock = learner_lock(settings.database_url, settings.learner_takeover_seconds)
     if once:
-        with _sessions(settings) as sessions, sessions() as session:
+        with _sessions(settings) as sessions:
+            if lock is not None and not lock.try_acquire():
+                with sessions() as session:
+                    leader = current_leader(session)
+                who = f"{leader.pid}@{leader.host}" if leader else "another process"
+                raise click.ClickException(f"{who} is the learner now: not learning alongside it")
             try:
-                vw_args, rewards = learning(session)
-            except ConfigError as error:
-                raise click.ClickException(f"stored policy settings: {error}") from None
-            report = learn_once(session, vw_args, rewards, retrain_days=settings.retrain_days)
+                with sessions() as session:
+                    try:
+                        vw_args, rewards = learning(session)
+                    except ConfigError as error:
+                        raise click.ClickException(f"stored policy settings: {error}") from None
+                    report = learn_once(
+                        session, vw_args, rewards, retrain_days=settings.retrain_days
+                    )
+            finally:
+                if lock is not None:
+                    lock.close()
         click.echo(
             f"learned {report.learned} decisions, skipped {report.skipped}; "
             f"cursor {report.cursor}; policy version {report.version or 'unchanged'}"
@@ -162,18 +191,24 @@ def learn(once: bool) -> None:
     every, wait = settings.learn_interval_seconds, settings.reward_wait
     click.echo(f"learning every {every:g}s (reward wait {wait:g}s)")
     # No schema check: the long-running learner (the one `keyart serve` starts) rides out a
-    # database that is down or not yet migrated, logging each failed pass and trying again.
-    with _sessions(settings, require_schema=False) as sessions:
-        learn_forever(
-            sessions,
-            learning,
-            every,
-            lambda: stopping,
-            settings.retrain_days,
-            (lambda session: optimize_when_due(session, settings))
-            if settings.auto_optimize
-            else None,
-        )
+    # database that is down or not yet migrated, backing off and trying again.
+    try:
+        with _sessions(settings, require_schema=False) as sessions:
+            lead_and_learn(
+                sessions,
+                lock,
+                learning,
+                every,
+                settings.learner_takeover_seconds,
+                lambda: stopping,
+                retrain_days=settings.retrain_days,
+                after_pass=(lambda session: optimize_when_due(session, settings))
+                if settings.auto_optimize
+                else None,
+            )
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 @main.group()
@@ -243,12 +278,11 @@ def demo(traffic: bool, url: str, rate: float) -> None:
     from artwork.demo import demo_catalog
     from artwork.errors import ArtworkError
     from artwork.models import Title
-    from artwork.store import BlobStore
     from web.auth import create_editor
     from web.models import Editor
 
     settings = _settings()
-    store = BlobStore(settings.media_dir)
+    store = settings.blob_store()
     added = 0
     with _sessions(settings) as sessions, sessions() as session:
         for title in demo_catalog():
@@ -323,7 +357,14 @@ def serve(
     demo_traffic: bool,
 ) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
+    from web.logs import configure_logging
+
     settings = _settings()
+    try:
+        settings.require_shared_secret()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    configure_logging(settings.log_level)
     # Each gunicorn worker writes its metrics here; /metrics sums them.
     metrics_dir = settings.var_dir / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -359,6 +400,8 @@ def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
     from gunicorn.app.base import BaseApplication
     from prometheus_client import multiprocess
 
+    from web.logs import JsonAccessLogger
+
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
@@ -372,7 +415,9 @@ def _gunicorn(host: str, port: int, workers: int, threads: int = 1) -> None:
             # others idled: benchmarks/serve.py once measured its floor at 4,706 and then
             # 1,560 req/s within one run.
             self.cfg.set("reuse_port", True)
-            self.cfg.set("accesslog", None)
+            # The access log as JSON lines on stderr, with each request's id (web/logs.py).
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", JsonAccessLogger)
             self.cfg.set(
                 "child_exit", lambda _server, worker: multiprocess.mark_process_dead(worker.pid)
             )
@@ -837,11 +882,10 @@ def artwork_reprocess(batch_size: int) -> None:
     current presets and feature code. Committed batch by batch: an interrupted run resumes
     where it stopped."""
     from artwork.catalog import reprocess, stale_artworks
-    from artwork.store import BlobStore
 
     settings = _settings()
     config = settings.pipeline_config()
-    store = BlobStore(settings.media_dir)
+    store = settings.blob_store()
     with _sessions(settings) as sessions:
         with sessions() as session:
             pending = stale_artworks(session, config)
@@ -862,6 +906,52 @@ def artwork_reprocess(batch_size: int) -> None:
     click.echo(f"reprocessed {len(pending) - len(failed)} variants, {len(failed)} failed")
     if failed:
         raise SystemExit(1)
+
+
+@main.group()
+def media() -> None:
+    """The media store: renditions and originals."""
+
+
+@media.command("migrate")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="s3://BUCKET/PREFIX",
+    help="The bucket (and prefix) to copy the local media directory into.",
+)
+def media_migrate(target: str) -> None:
+    """Copy the local media directory (KEYART_MEDIA_DIR) into an S3-compatible bucket, with
+    boto3's usual AWS_* settings. Blobs the bucket already holds are skipped, so an
+    interrupted run resumes; then set KEYART_MEDIA_URL to the same URL on every host."""
+    from artwork.store import MEDIA, ORIGINALS, LocalBlobStore, S3BlobStore, S3Location
+
+    settings = _settings()
+    try:
+        location = S3Location.parse(target)
+    except ValueError as error:
+        raise click.ClickException(f"--to {error}") from None
+    if not settings.media_dir.is_dir():
+        raise click.ClickException(f"{settings.media_dir}: no local media directory to copy")
+    source = LocalBlobStore(settings.media_dir)
+    destination = S3BlobStore(location)
+    # Keys are content hashes: one already in the bucket holds exactly these bytes.
+    pending = [
+        (kind, key)
+        for kind in (MEDIA, ORIGINALS)
+        for key in sorted(set(source.keys(kind)) - set(destination.keys(kind)))
+    ]
+    held = sum(1 for kind in (MEDIA, ORIGINALS) for _ in source.keys(kind)) - len(pending)
+    if not pending:
+        click.echo(f"{location} already holds all {held} blobs of {settings.media_dir}")
+        return
+    with click.progressbar(pending, label=f"copying to {location}", show_pos=True) as bar:
+        for kind, key in bar:
+            data = source.read_key(kind, key)
+            if data is not None:  # a blob removed meanwhile is not ours to bring back
+                destination.put_key(kind, key, data)
+    click.echo(f"copied {len(pending)} blobs to {location} ({held} were already there)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -24,6 +25,7 @@ from artwork.embedding import BACKBONES
 from artwork.ingest import IngestLimits
 from artwork.pipeline import PipelineConfig
 from artwork.renditions import DEFAULT_PRESETS, Preset, parse_presets
+from artwork.store import BlobStore, S3Location, open_store
 from bandit.config import (
     DEFAULT_EXPLORATION,
     DEFAULT_EXPLORATION_ARGS,
@@ -52,7 +54,17 @@ class Settings:
     var_dir: Path = Path("var")
     database_url: str = ""
     media_dir: Path = Path()
+    # `s3://bucket/prefix`: media in an S3-compatible bucket instead of `media_dir`.
+    media_url: str = ""
+    # Where browsers fetch renditions from (a CDN or the bucket's website), if not /media/.
+    media_public_url: str = ""
     secret_key: str = ""
+    # Where the key came from: "environment", "file" (KEYART_SECRET_KEY_FILE), "generated"
+    # (made once into the var directory: one host's own) or "given" (code building Settings).
+    key_origin: str = "given"
+    # Seconds within which a standby learner takes over from a leader that died.
+    learner_takeover_seconds: float = 30.0
+    log_level: str = "INFO"
     # Seconds a decision waits for its rewards before the learner scores it (Personalizer's
     # default reward wait was ten minutes).
     reward_wait: float = 600.0
@@ -187,9 +199,44 @@ class Settings:
         # The draw's seed counts periods since 1970: a tiny period overflows that count.
         if not (1 <= self.sticky_period_seconds < math.inf):
             raise ConfigError("KEYART_STICKY_PERIOD must be a finite number of seconds, at least 1")
+        if not (1 <= self.learner_takeover_seconds <= 3600):
+            raise ConfigError("KEYART_LEARNER_TAKEOVER must be from 1 to 3600 seconds")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("KEYART_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         _check_directory("KEYART_VAR_DIR", self.var_dir)
         _check_directory("KEYART_MEDIA_DIR", self.media_dir)
         _check_database_url(self.database_url)
+        if self.media_url:
+            try:
+                S3Location.parse(self.media_url)
+            except ValueError as error:
+                raise ConfigError(f"KEYART_MEDIA_URL {error}") from None
+        if self.media_public_url:
+            object.__setattr__(self, "media_public_url", _public_url(self.media_public_url))
+
+    @property
+    def on_postgresql(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "postgresql"
+
+    def require_shared_secret(self) -> None:
+        """Raise unless every host can share this secret key: on PostgreSQL (several hosts
+        on one database) a key generated into this host's var directory would split viewers'
+        sticky draws and hashes, and studio sign-ins, between hosts."""
+        if self.on_postgresql and self.key_origin == "generated":
+            raise ConfigError(
+                "KEYART_SECRET_KEY (or KEYART_SECRET_KEY_FILE) must be set on PostgreSQL: "
+                "every host serving one database must share the same secret key, and one "
+                "generated here would be this host's alone"
+            )
+
+    def blob_store(self) -> BlobStore:
+        """The media store these settings name: the S3 bucket, else the local directory."""
+        return open_store(self.media_url, self.media_dir)
+
+    @property
+    def media_prefix(self) -> str:
+        """What a rendition's key is appended to in the image URLs answered to clients."""
+        return f"{self.media_public_url}/" if self.media_public_url else "/media/"
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Settings:
         return replace(self, **overrides)
@@ -314,24 +361,45 @@ def _check_database_url(url: str) -> None:
         _check_directory(name, database.parent)
 
 
+def _public_url(url: str) -> str:
+    """KEYART_MEDIA_PUBLIC_URL: an absolute http(s) URL, without a trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"KEYART_MEDIA_PUBLIC_URL must be an absolute http:// or https:// URL, got {url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("KEYART_MEDIA_PUBLIC_URL must not have a query or a fragment")
+    return url.rstrip("/")
+
+
 # Shortest secret key accepted, from KEYART_SECRET_KEY or the key file.
 MIN_SECRET_KEY_LENGTH = 16
 
 
-def _secret_key(env: Mapping[str, str], var_dir: Path) -> str:
-    """KEYART_SECRET_KEY, or one generated once and kept in the var directory."""
+def _secret_key(env: Mapping[str, str], var_dir: Path) -> tuple[str, str]:
+    """KEYART_SECRET_KEY, or the key in KEYART_SECRET_KEY_FILE, or one generated once and
+    kept in the var directory; and which of the three it is."""
     key = env.get("KEYART_SECRET_KEY", "")
+    key_file = env.get("KEYART_SECRET_KEY_FILE", "")
+    if key and key_file:
+        raise ConfigError("set KEYART_SECRET_KEY or KEYART_SECRET_KEY_FILE, not both")
     if key:
         if len(key) < MIN_SECRET_KEY_LENGTH:
             raise ConfigError(
                 f"KEYART_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             )
-        return key
+        return key, "environment"
+    if key_file:
+        path = Path(key_file)
+        if not path.is_file():
+            raise ConfigError(f"KEYART_SECRET_KEY_FILE names {key_file!r}, which is not a file")
+        return _read_secret_key(path, generated=False), "file"
     path = var_dir / "secret_key"
     if not path.exists():
         var_dir.mkdir(parents=True, exist_ok=True)
         _write_secret_key(path)
-    return _read_secret_key(path)
+    return _read_secret_key(path), "generated"
 
 
 def _write_secret_key(path: Path) -> None:
@@ -352,21 +420,30 @@ def _write_secret_key(path: Path) -> None:
         draft.unlink()
 
 
-def _read_secret_key(path: Path) -> str:
+def _read_secret_key(path: Path, generated: bool = True) -> str:
     # Refused rather than tightened: a key others could read may already be copied, and
     # anyone holding it can sign a studio session. Whether to keep it is the operator's call.
     mode = path.stat().st_mode
     if mode & 0o077:
+        remedy = (
+            ", or delete it to have a new key made (which signs every editor out of the studio)"
+            if generated
+            else ""
+        )
         raise ConfigError(
             f"the secret key file {str(path)!r} is open to other users (mode {mode & 0o777:o}): "
-            "make it readable by its owner only (chmod 600), or delete it to have a new key "
-            "made (which signs every editor out of the studio)"
+            f"make it readable by its owner only (chmod 600){remedy}"
         )
     key = path.read_text().strip()
     if len(key) < MIN_SECRET_KEY_LENGTH:
+        remedy = (
+            "delete the file to have a new key made, or set KEYART_SECRET_KEY"
+            if generated
+            else "write a longer one (the same on every host)"
+        )
         raise ConfigError(
             f"the secret key in {str(path)!r} is shorter than {MIN_SECRET_KEY_LENGTH} "
-            "characters: delete the file to have a new key made, or set KEYART_SECRET_KEY"
+            f"characters: {remedy}"
         )
     return key
 
@@ -382,11 +459,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     # Before the secret key, which may be written there.
     _check_directory("KEYART_VAR_DIR", var_dir)
     media = env.get("KEYART_MEDIA_DIR")
+    secret_key, key_origin = _secret_key(env, var_dir)
     return Settings(
         var_dir=var_dir,
         database_url=url,
         media_dir=Path(media) if media else Path(),
-        secret_key=_secret_key(env, var_dir),
+        media_url=(env.get("KEYART_MEDIA_URL") or "").strip(),
+        media_public_url=(env.get("KEYART_MEDIA_PUBLIC_URL") or "").strip(),
+        secret_key=secret_key,
+        key_origin=key_origin,
+        learner_takeover_seconds=_number(env, "KEYART_LEARNER_TAKEOVER", 30.0),
+        log_level=(env.get("KEYART_LOG_LEVEL") or "INFO").strip().upper(),
         reward_wait=_number(env, "KEYART_REWARD_WAIT", 600.0),
         max_upload_bytes=_integer(env, "KEYART_MAX_UPLOAD_BYTES", 25 * 1024 * 1024),
         policy_poll_seconds=_number(env, "KEYART_POLICY_POLL", 5.0),

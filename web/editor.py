@@ -8,10 +8,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
 
 from artwork import catalog
 from artwork.catalog import Upload
+from artwork.errors import ArtworkError
 from artwork.models import Artwork, Title
 from bandit.config import NAMESPACES
 from bandit.features import Candidate
@@ -26,6 +27,7 @@ from bandit.report import (
     weighted_rate,
 )
 from bandit.snapshots import serving_lineage
+from web import metrics
 from web.auth import (
     admin_required,
     create_editor,
@@ -53,6 +55,7 @@ bp = Blueprint("editor", __name__, url_prefix="/api/v1")
 
 
 def artwork_json(artwork: Artwork) -> dict[str, Any]:
+    media = runtime().settings.media_prefix
     return {
         "id": artwork.id,
         "title": artwork.title_id,
@@ -74,7 +77,7 @@ def artwork_json(artwork: Artwork) -> dict[str, Any]:
                 "width": r.width,
                 "height": r.height,
                 "bytes": r.size,
-                "url": f"/media/{r.key}",
+                "url": media + r.key,
             }
             for r in artwork.renditions
         ],
@@ -135,6 +138,24 @@ def _focus() -> tuple[float, float] | None:
 @bp.post("/titles/<title_id>/artworks")
 @editor_required
 def upload_artwork(title_id: str) -> tuple[Response, int]:
+    try:
+        created = _upload(title_id)
+    except (ApiError, ArtworkError) as error:
+        metrics.UPLOADS.labels(error.code).inc()
+        raise
+    except HTTPException as error:  # e.g. 413 before the body is read
+        # The same code the answer carries (web.errors names a 413 file_too_large).
+        outcome = "file_too_large" if error.code == 413 else f"http_{error.code}"
+        metrics.UPLOADS.labels(outcome).inc()
+        raise
+    except Exception:
+        metrics.UPLOADS.labels("failed").inc()
+        raise
+    metrics.UPLOADS.labels("created").inc()
+    return created, 201
+
+
+def _upload(title_id: str) -> Response:
     file = request.files.get("file")
     if file is None:
         raise ApiError(422, "invalid_request", "file: send the image as a multipart field 'file'")
@@ -157,7 +178,7 @@ def upload_artwork(title_id: str) -> tuple[Response, int]:
         runner=rt.pipeline,
     )
     session.commit()
-    return jsonify(artwork_json(artwork)), 201
+    return jsonify(artwork_json(artwork))
 
 
 @bp.patch("/artworks/<artwork_id>")
@@ -247,6 +268,9 @@ def policy_status() -> dict[str, Any]:
         vw_args, rewards = state.settings.vw_args, state.settings.reward_config()
     serving_args = lineage.settings["vw_args"] if lineage is not None else vw_args
     training = [h for h in history(session) if h["status"] == "training"]
+    from web.ops import learner_status
+
+    lag, leader = learner_status()
     return {
         # 0 before the first snapshot, as the contract has always said.
         "version": (described["version"] if described else None) or 0,
@@ -256,7 +280,9 @@ def policy_status() -> dict[str, Any]:
         "created_at": described["snapshot_at"] if described else None,
         **_vw_parts(serving_args),
         "lineage": described,
-        "learner_lag_seconds": _learner_lag(session, described, state.settings.reward_wait),
+        "learner_lag_seconds": round(lag, 3),
+        # The learner that leads ({host, pid, since}), or null when none does.
+        "leader": leader,
         # How old the newest snapshot is, and how many logged decisions it has not seen
         # (their reward window may still be open).
         "age_seconds": _age(described),
@@ -298,16 +324,6 @@ def _vw_parts(vw_args: str) -> dict[str, Any]:
         elif flag == "-b" and value.isdigit():
             bits = int(value)
     return {"interactions": crosses, "hash_bits": bits}
-
-
-def _learner_lag(session: Session, lineage: dict[str, Any] | None, reward_wait: float) -> float:
-    """Seconds since the oldest decision whose reward window has closed but that the
-    serving lineage has not learned closed its window (0: the learner is up to date)."""
-    cursor = lineage["cursor"] if lineage else 0
-    oldest = session.scalar(select(func.min(Decision.created_at)).where(Decision.id > cursor))
-    if oldest is None:
-        return 0.0
-    return max(0.0, (utcnow() - oldest).total_seconds() - reward_wait)
 
 
 def title_report(title: Title) -> dict[str, Any]:

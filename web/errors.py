@@ -11,6 +11,7 @@ from sqlalchemy import exc
 from werkzeug.exceptions import HTTPException
 
 from artwork.errors import ArtworkError
+from artwork.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,15 @@ def init_app(app: Flask) -> None:
         log.warning("database unavailable: %s", first_line(error))
         response, status = error_response(
             503, "database_unavailable", "the database is unavailable; try again shortly"
+        )
+        response.headers["Retry-After"] = "1"
+        return response, status
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(error: StoreUnavailable):  # type: ignore[no-untyped-def]
+        log.warning("media store unavailable: %s", first_line(error))
+        response, status = error_response(
+            503, "media_unavailable", "the media store is unavailable; try again shortly"
         )
         response.headers["Retry-After"] = "1"
         return response, status

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
+from werkzeug.routing import Map
 
 from web import metrics
 from web.errors import ApiError
@@ -35,9 +37,22 @@ def readyz() -> Response:
     return jsonify({"status": "ready", "policy_version": policy.current.version})
 
 
+def learner_status() -> tuple[float, dict[str, Any] | None]:
+    """The learner's lag behind the log, and who leads (None: no learner leads)."""
+    from bandit.leadership import current_leader, learner_lag_seconds
+
+    rt = runtime()
+    with rt.sessions() as session:
+        lag = learner_lag_seconds(session, rt.rewards)
+        leader = current_leader(session)
+    return lag, leader.to_json() if leader is not None else None
+
+
 @bp.get("/metrics")
 def prometheus() -> Response:
-    return Response(metrics.render(), mimetype=CONTENT_TYPE_LATEST)
+    metrics.observe_serving_policy(runtime().policy)
+    body = metrics.render(metrics.LearnerCollector(learner_status))
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -47,203 +62,352 @@ def _body(name: str) -> dict[str, Any]:
     }
 
 
-def _answer(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {}}}
+def _json(description: str, schema: str | dict[str, Any] | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if schema is not None:
+        content = (
+            {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+            if isinstance(schema, str)
+            else {"schema": schema}
+        )
+    return {"description": description, "content": {"application/json": content}}
 
 
-ERRORS = {
-    "400": _answer("Body is not JSON"),
-    "422": _answer("A field is wrong; the message names it"),
-}
 EDITOR = [{"bearer": []}]
+_ANY: dict[str, Any] = {}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+# Answers' shapes (requests' come from web.schemas). Loose where a field is open-ended
+# (features, reports), exact where a client relies on it.
+RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ErrorDetail": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"$ref": "#/components/schemas/ErrorDetail"}},
+    },
+    "Decision": {
+        "type": "object",
+        "required": ["title"],
+        "properties": {
+            "title": {"type": "string"},
+            "event_id": _NULLABLE_STRING,
+            "artwork_id": {"type": "string"},
+            "image": {
+                "type": ["object", "null"],
+                "properties": {
+                    "url": {"type": "string"},
+                    "width": {"type": "integer"},
+                    "height": {"type": "integer"},
+                    "format": {"enum": ["avif", "webp", "jpg"]},
+                },
+            },
+            "placeholder": {"type": ["object", "null"]},
+            "probability": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "policy_version": {"type": "integer"},
+            "mode": {"enum": ["policy", "apprentice", "single", "fallback"]},
+            "error": {"$ref": "#/components/schemas/ErrorDetail"},
+        },
+    },
+    "Decisions": {
+        "type": "object",
+        "required": ["decisions"],
+        "properties": {
+            "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}}
+        },
+    },
+    "EventStatuses": {
+        "type": "object",
+        "required": ["events"],
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {
+                            "enum": [
+                                "accepted",
+                                "duplicate",
+                                "unknown_event",
+                                "too_late",
+                                "invalid",
+                            ]
+                        },
+                        "message": {"type": "string"},
+                    },
+                },
+            }
+        },
+    },
+    "Artwork": {
+        "type": "object",
+        "required": ["id", "title", "status", "renditions"],
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"enum": ["active", "paused", "archived"]},
+            "label": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "renditions": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Title": {
+        "type": "object",
+        "required": ["id", "name", "genres", "default_artwork_id"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "genres": {"type": "array", "items": {"type": "string"}},
+            "default_artwork_id": _NULLABLE_STRING,
+            "artworks": {"type": "array", "items": {"$ref": "#/components/schemas/Artwork"}},
+        },
+    },
+    "Titles": {
+        "type": "object",
+        "required": ["titles"],
+        "properties": {
+            "titles": {"type": "array", "items": {"$ref": "#/components/schemas/Title"}}
+        },
+    },
+    "Policy": {
+        "type": "object",
+        "required": ["version", "serving_version", "examples_learned", "vw_args", "leader"],
+        "properties": {
+            "version": {"type": "integer"},
+            "serving_version": {"type": "integer"},
+            "examples_learned": {"type": "integer"},
+            "vw_args": {"type": "string"},
+            "learner_lag_seconds": {"type": "number", "minimum": 0},
+            "leader": {
+                "type": ["object", "null"],
+                "properties": {
+                    "host": {"type": "string"},
+                    "pid": {"type": "integer"},
+                    "since": _NULLABLE_STRING,
+                },
+            },
+        },
+    },
+    "Report": {
+        "type": "object",
+        "required": ["title", "rows"],
+        "properties": {
+            "title": {"type": "string"},
+            "default_artwork_id": _NULLABLE_STRING,
+            "policy_version": {"type": "integer"},
+            "rows": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+_UPLOAD_FORM = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "label": {"type": "string"},
+                    "tags": {"type": "string", "description": "comma-separated"},
+                    "focus_x": {"type": "number"},
+                    "focus_y": {"type": "number"},
+                },
+            }
+        }
+    },
+}
+
+# One operation per endpoint (by Flask endpoint name). The document's paths, methods and
+# path parameters are the app's own routes (`openapi_document`), so they cannot drift
+# from them; a route with no entry here (or in UNDOCUMENTED) fails the contract test.
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "api.decisions": {
+        "summary": "Choose artwork for a page of titles",
+        "requestBody": _body("DecisionsRequest"),
+        "responses": {"200": _json("One decision per title", "Decisions")},
+    },
+    "api.one_title": {
+        "summary": "Choose artwork for one title; context from the query",
+        "parameters": [
+            {"name": name, "in": "query", "schema": schema}
+            for name, schema in (
+                ("user", {"type": "string"}),
+                ("rendition", {"type": "string"}),
+                ("format", {"enum": ["avif", "webp", "jpg"]}),
+                ("defer_activation", {"enum": ["true", "false", "1", "0", "yes", "no"]}),
+                ("segment", {"type": "string"}),
+                ("device", {"type": "string"}),
+            )
+        ],
+        "responses": {"200": _json("A decision", "Decision")},
+    },
+    "api.events": {
+        "summary": "Report impressions, clicks and plays",
+        "requestBody": _body("EventsRequest"),
+        "responses": {"202": _json("One status per event", "EventStatuses")},
+    },
+    "editor.list_titles": {
+        "summary": "List titles",
+        "security": EDITOR,
+        "responses": {"200": _json("Titles", "Titles")},
+    },
+    "editor.create_title": {
+        "summary": "Create a title",
+        "security": EDITOR,
+        "requestBody": _body("TitleCreate"),
+        "responses": {"201": _json("The title", "Title")},
+    },
+    "editor.get_title": {
+        "summary": "A title with its artwork",
+        "security": EDITOR,
+        "responses": {"200": _json("The title", "Title")},
+    },
+    "editor.upload_artwork": {
+        "summary": "Upload an artwork variant",
+        "security": EDITOR,
+        "requestBody": _UPLOAD_FORM,
+        "responses": {"201": _json("The variant", "Artwork")},
+    },
+    "editor.patch_artwork": {
+        "summary": "Change status, label or tags",
+        "security": EDITOR,
+        "requestBody": _body("ArtworkPatch"),
+        "responses": {"200": _json("The variant", "Artwork")},
+    },
+    "editor.put_default_artwork": {
+        "summary": "Set the fallback artwork",
+        "security": EDITOR,
+        "requestBody": _body("DefaultArtwork"),
+        "responses": {"200": _json("The title", "Title")},
+    },
+    "editor.title_serving": {
+        "summary": "Apprentice or policy for this title, and why",
+        "security": EDITOR,
+        "responses": {"200": _json("Serving mode", {"type": "object", "required": ["title"]})},
+    },
+    "editor.report": {
+        "summary": "Per variant and segment: shown, clicked, played, and the policy's share",
+        "security": EDITOR,
+        "responses": {"200": _json("The report", "Report")},
+    },
+    "editor.policy": {
+        "summary": "The current policy snapshot, the learner's lag and the leading learner",
+        "security": EDITOR,
+        "responses": {"200": _json("Snapshot", "Policy")},
+    },
+    "editor.put_policy": {
+        "summary": "Store learning settings (they win over the environment's; {} clears them)",
+        "security": EDITOR,
+        "requestBody": _body("PolicySettings"),
+        "responses": {"200": _json("The policy, as GET answers it", "Policy")},
+    },
+    "editor.results": {
+        "summary": "The report with weighted rates, verdicts per segment and a timeline",
+        "security": EDITOR,
+        "responses": {"200": _json("Results", {"type": "object", "required": ["title"]})},
+    },
+    "editor.list_editors_route": {
+        "summary": "Every editor (admin editors only)",
+        "security": EDITOR,
+        "responses": {"200": _json("Editors", {"type": "object"})},
+    },
+    "editor.create_editor_route": {
+        "summary": "Create an editor (admin editors only); answers its API token once",
+        "security": EDITOR,
+        "requestBody": _body("EditorCreate"),
+        "responses": {"201": _json("The editor and its token", {"type": "object"})},
+    },
+    "editor.issue_token_route": {
+        "summary": "Issue a new API token, revoking the old (admin editors only)",
+        "security": EDITOR,
+        "responses": {"201": _json("The token", {"type": "object"})},
+    },
+    "editor.revoke_token_route": {
+        "summary": "Revoke the editor's API token (admin editors only)",
+        "security": EDITOR,
+        "responses": {"204": {"description": "Revoked"}},
+    },
+    "editor.latest_evaluations": {
+        "summary": "The newest offline evaluation of the catalog and of one title",
+        "security": EDITOR,
+        "parameters": [
+            {"name": "title", "in": "query", "schema": {"type": "string"}},
+            {"name": "segment", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {"200": _json("Evaluations (null where none was run)", {"type": "object"})},
+    },
+    "media.media": {
+        "summary": "Rendition bytes (immutable), or a redirect to KEYART_MEDIA_PUBLIC_URL",
+        "responses": {
+            "200": {
+                "description": "Image",
+                "content": {f"image/{kind}": _ANY for kind in ("avif", "webp", "jpeg", "png")},
+            },
+            "302": {"description": "At KEYART_MEDIA_PUBLIC_URL"},
+            "304": {"description": "Not modified"},
+        },
+    },
+    "ops.healthz": {"summary": "Process up", "responses": {"200": _json("ok")}},
+    "ops.readyz": {
+        "summary": "Database reachable, policy loaded",
+        "responses": {"200": _json("ready")},
+    },
+    "ops.prometheus": {
+        "summary": "Prometheus metrics",
+        "responses": {"200": {"description": "text", "content": {"text/plain": _ANY}}},
+    },
+    "ops.openapi": {
+        "summary": "This document",
+        "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+    },
+}
+# Routes that are not part of the API: static files, and the studio's HTML pages.
+UNDOCUMENTED_BLUEPRINTS = frozenset({"studio"})
+UNDOCUMENTED = frozenset({"static"})
+# Any status an operation does not list answers the error object (400, 401, 403, 404,
+# 405, 409, 413, 415, 422, 503...).
+_ERROR = _json("An error; `code` says which", "Error")
+_PATH_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
-def openapi_document() -> dict[str, Any]:
+def documented(endpoint: str) -> bool:
+    return endpoint not in UNDOCUMENTED and endpoint.split(".", 1)[0] not in UNDOCUMENTED_BLUEPRINTS
+
+
+def openapi_document(url_map: Map) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the app's routes in `url_map`: paths, methods and path
+    parameters from the routes themselves, request bodies from the models that validate
+    them (web.schemas), answers from RESPONSE_SCHEMAS."""
     schemas: dict[str, Any] = {}
     for model in SCHEMAS:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    paths = {
-        "/api/v1/decisions": {
-            "post": {
-                "summary": "Choose artwork for a page of titles",
-                "requestBody": _body("DecisionsRequest"),
-                "responses": {"200": _answer("One decision per title"), **ERRORS},
-            }
-        },
-        "/api/v1/titles/{title}/artwork": {
-            "get": {
-                "summary": "Choose artwork for one title; context from the query",
-                "parameters": [
-                    {"name": "title", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": _answer("A decision"),
-                    "404": _answer("Unknown title"),
-                    "409": _answer("No active artwork"),
-                },
-            }
-        },
-        "/api/v1/events": {
-            "post": {
-                "summary": "Report impressions, clicks and plays",
-                "requestBody": _body("EventsRequest"),
-                "responses": {"202": _answer("One status per event"), **ERRORS},
-            }
-        },
-        "/api/v1/titles": {
-            "get": {
-                "summary": "List titles",
-                "security": EDITOR,
-                "responses": {"200": _answer("Titles")},
-            },
-            "post": {
-                "summary": "Create a title",
-                "security": EDITOR,
-                "requestBody": _body("TitleCreate"),
-                "responses": {"201": _answer("The title"), "409": _answer("Exists"), **ERRORS},
-            },
-        },
-        "/api/v1/titles/{title}": {
-            "get": {
-                "summary": "A title with its artwork",
-                "security": EDITOR,
-                "responses": {"200": _answer("The title"), "404": _answer("Unknown title")},
-            }
-        },
-        "/api/v1/titles/{title}/artworks": {
-            "post": {
-                "summary": "Upload an artwork variant",
-                "security": EDITOR,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["file"],
-                                "properties": {
-                                    "file": {"type": "string", "format": "binary"},
-                                    "label": {"type": "string"},
-                                    "tags": {"type": "string", "description": "comma-separated"},
-                                    "focus_x": {"type": "number"},
-                                    "focus_y": {"type": "number"},
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": _answer("The variant"),
-                    "409": _answer("Duplicate"),
-                    "413": _answer("Too large"),
-                    "415": _answer("Not an accepted image type"),
-                    "422": _answer("Undecodable or over the pixel limit"),
-                },
-            }
-        },
-        "/api/v1/artworks/{artwork}": {
-            "patch": {
-                "summary": "Change status, label, tags or focal point (crops are cut again)",
-                "security": EDITOR,
-                "requestBody": _body("ArtworkPatch"),
-                "responses": {"200": _answer("The variant"), **ERRORS},
-            }
-        },
-        "/api/v1/titles/{title}/default-artwork": {
-            "put": {
-                "summary": "Set the fallback artwork",
-                "security": EDITOR,
-                "requestBody": _body("DefaultArtwork"),
-                "responses": {"200": _answer("The title"), **ERRORS},
-            }
-        },
-        "/api/v1/titles/{title}/results": {
-            "get": {
-                "summary": "The report with weighted rates, verdicts per segment and a timeline",
-                "security": EDITOR,
-                "responses": {"200": _answer("Results"), "404": _answer("Unknown title")},
-            }
-        },
-        "/api/v1/editors": {
-            "get": {
-                "summary": "Every editor (admin editors only)",
-                "security": EDITOR,
-                "responses": {"200": _answer("Editors"), "403": _answer("Not an admin")},
-            },
-            "post": {
-                "summary": "Create an editor (admin editors only); answers its API token once",
-                "security": EDITOR,
-                "requestBody": _body("EditorCreate"),
-                "responses": {
-                    "201": _answer("The editor and its token"),
-                    "403": _answer("Not an admin"),
-                    **ERRORS,
-                },
-            },
-        },
-        "/api/v1/editors/{editor}/token": {
-            "post": {
-                "summary": "Issue a new API token, revoking the old (admin editors only)",
-                "security": EDITOR,
-                "responses": {"201": _answer("The token"), "403": _answer("Not an admin")},
-            },
-            "delete": {
-                "summary": "Revoke the editor's API token (admin editors only)",
-                "security": EDITOR,
-                "responses": {"204": _answer("Revoked"), "403": _answer("Not an admin")},
-            },
-        },
-        "/api/v1/titles/{title}/serving": {
-            "get": {
-                "summary": "Apprentice or policy for this title, and why",
-                "security": EDITOR,
-                "responses": {"200": _answer("Serving mode"), "404": _answer("Unknown title")},
-            }
-        },
-        "/api/v1/policy": {
-            "get": {
-                "summary": "The current policy snapshot",
-                "security": EDITOR,
-                "responses": {"200": _answer("Snapshot")},
-            }
-        },
-        "/api/v1/evaluations/latest": {
-            "get": {
-                "summary": "The newest offline evaluation of the catalog and of one title",
-                "security": EDITOR,
-                "parameters": [
-                    {"name": "title", "in": "query", "schema": {"type": "string"}},
-                    {"name": "segment", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": {
-                    "200": _answer("Evaluations (null where none was run)"),
-                    "404": _answer("Unknown title"),
-                    **ERRORS,
-                },
-            }
-        },
-        "/media/{key}": {
-            "get": {
-                "summary": "Rendition bytes (immutable)",
-                "responses": {
-                    "200": {"description": "Image"},
-                    "304": {"description": "Not modified"},
-                },
-            }
-        },
-        "/healthz": {"get": {"summary": "Process up", "responses": {"200": _answer("ok")}}},
-        "/readyz": {
-            "get": {
-                "summary": "Database reachable, policy loaded",
-                "responses": {"200": _answer("ready"), "503": _answer("not ready")},
-            }
-        },
-        "/metrics": {
-            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
-        },
-    }
+    schemas.update(RESPONSE_SCHEMAS)
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(url_map.iter_rules(), key=lambda r: r.rule):
+        operation = OPERATIONS.get(rule.endpoint)
+        if not documented(rule.endpoint) or operation is None:
+            continue
+        path = _PATH_ARGUMENT.sub(r"{\1}", rule.rule)
+        names = _PATH_ARGUMENT.findall(rule.rule)
+        in_path = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            entry = {**operation, "operationId": rule.endpoint}
+            entry["parameters"] = in_path + list(operation.get("parameters", ()))
+            entry["responses"] = {**operation["responses"], "default": _ERROR}
+            paths.setdefault(path, {})[method.lower()] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "keyart", "version": "1"},
@@ -257,4 +421,4 @@ def openapi_document() -> dict[str, Any]:
 
 @bp.get("/api/v1/openapi.json")
 def openapi() -> Response:
-    return jsonify(openapi_document())
+    return jsonify(openapi_document(current_app.url_map))

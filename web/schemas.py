@@ -183,4 +183,5 @@ SCHEMAS: tuple[type[BaseModel], ...] = (
     ArtworkPatch,
     EditorCreate,
     DefaultArtwork,
+    PolicySettings,
 )

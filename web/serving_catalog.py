@@ -81,7 +81,9 @@ class ServingCatalog:
     One per database (each app's runtime has its own): versions of different databases
     mean nothing to each other."""
 
-    def __init__(self, rendition_ttl_seconds: float = 30.0) -> None:
+    def __init__(self, rendition_ttl_seconds: float = 30.0, media_prefix: str = "/media/") -> None:
+        # Image URLs are this plus the rendition's key: /media/ or KEYART_MEDIA_PUBLIC_URL.
+        self._media_prefix = media_prefix
         # Titles as read at `version` (None: no such title); emptied when it moves on.
         self.version: int | None = None
         self._titles: dict[str, Slot | None] = {}
@@ -171,7 +173,7 @@ class ServingCatalog:
             loaded: dict[str, dict[tuple[str, str], dict[str, Any]]] = {a: {} for a in missing}
             for artwork_id, name, kind, key, width, height in _run(engine, _RENDITIONS, missing):
                 loaded[artwork_id][(name, kind)] = {
-                    "url": f"/media/{key}",
+                    "url": self._media_prefix + key,
                     "width": width,
                     "height": height,
                     "format": kind,

@@ -75,3 +75,56 @@ def test_a_key_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None
     assert str(path) in str(refused.value)
     path.chmod(0o600)
     assert load_settings(_env(tmp_path)).secret_key == "a-perfectly-long-secret-key"
+
+
+def test_postgresql_needs_a_shared_secret_key(tmp_path: Path) -> None:
+    postgres = {"KEYART_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test"}
+    generated = load_settings({**_env(tmp_path), **postgres})
+    assert generated.key_origin == "generated"
+    with pytest.raises(ConfigError, match=r"every host .* must share the same secret key"):
+        generated.require_shared_secret()
+    # SQLite (one host) keeps the generated file.
+    load_settings(_env(tmp_path)).require_shared_secret()
+
+    key_file = tmp_path / "shared-key"
+    key_file.write_text("the-key-every-host-mounts\n")
+    key_file.chmod(0o600)
+    from_file = load_settings(
+        {**_env(tmp_path), **postgres, "KEYART_SECRET_KEY_FILE": str(key_file)}
+    )
+    assert from_file.secret_key == "the-key-every-host-mounts" and from_file.key_origin == "file"
+    from_file.require_shared_secret()
+    given = load_settings({**_env(tmp_path), **postgres, "KEYART_SECRET_KEY": "x" * 20})
+    given.require_shared_secret()
+
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(
+            {
+                **_env(tmp_path),
+                "KEYART_SECRET_KEY": "x" * 20,
+                "KEYART_SECRET_KEY_FILE": str(key_file),
+            }
+        )
+    with pytest.raises(ConfigError, match="not a file"):
+        load_settings({**_env(tmp_path), "KEYART_SECRET_KEY_FILE": str(tmp_path / "nope")})
+    key_file.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"chmod 600\)$"):
+        load_settings({**_env(tmp_path), "KEYART_SECRET_KEY_FILE": str(key_file)})
+
+
+def test_serve_refuses_to_start_on_postgresql_without_a_shared_key(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from web.cli import main
+
+    env = {
+        "KEYART_VAR_DIR": str(tmp_path),
+        "KEYART_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "KEYART_SECRET_KEY": "",
+    }
+    result = CliRunner().invoke(main, ["serve", "--no-learner"], env=env)
+    assert result.exit_code == 1
+    assert (
+        "KEYART_SECRET_KEY (or KEYART_SECRET_KEY_FILE) must be set on PostgreSQL" in result.output
+    )
+    assert "every host" in result.output

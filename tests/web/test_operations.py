@@ -1,0 +1,169 @@
+"""What an operator reads: JSON log lines with request ids (the app's and gunicorn's access
+log, from a real `keyart serve`), and the metrics of uploads, modes and serving policy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.helpers import poster_bytes, upload
+from web import logs
+
+
+def test_request_ids_are_taken_or_made_and_returned(client: FlaskClient) -> None:
+    mine = client.get("/healthz", headers={"X-Request-ID": "trace-123.abc"})
+    assert mine.headers["X-Request-ID"] == "trace-123.abc"
+    made = client.get("/healthz")
+    assert len(made.headers["X-Request-ID"]) == 32
+    assert made.headers["X-Request-ID"] != client.get("/healthz").headers["X-Request-ID"]
+    # Not an id we would put in every log line: replaced by one of ours.
+    odd = client.get("/healthz", headers={"X-Request-ID": "a b\tc" + "x" * 200})
+    assert odd.headers["X-Request-ID"] != "a b\tc" and len(odd.headers["X-Request-ID"]) == 32
+    errors = client.get("/api/v1/titles/none/artwork", headers={"X-Request-ID": "on-error"})
+    assert errors.status_code == 404 and errors.headers["X-Request-ID"] == "on-error"
+
+
+def test_every_line_a_request_logs_carries_its_id(
+    app: Flask, client: FlaskClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @app.get("/test-logs")
+    def _logs() -> str:
+        logging.getLogger("keyart.test").warning("inside the request", extra={"n": 1})
+        return "ok"
+
+    logs.configure_logging("INFO")
+    try:
+        client.get("/test-logs", headers={"X-Request-ID": "req-42"})
+        logging.getLogger("keyart.test").warning("outside any request")
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_keyart", False)]:
+            root.removeHandler(handler)
+        root.setLevel(logging.WARNING)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    inside = next(line for line in lines if line["message"] == "inside the request")
+    assert inside["request_id"] == "req-42" and inside["level"] == "WARNING"
+    assert inside["n"] == 1 and inside["logger"] == "keyart.test" and "time" in inside
+    outside = next(line for line in lines if line["message"] == "outside any request")
+    assert "request_id" not in outside
+
+
+def _sample(scraped: str, name: str) -> float:
+    for line in scraped.splitlines():
+        if (
+            line.startswith(name + " ")
+            or (line.startswith(name + "{")
+            and line.split(" ")[0] == name)
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_upload_outcomes_and_decision_modes_are_counted(
+    client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    def scrape() -> str:
+        return client.get("/metrics").get_data(as_text=True)
+
+    before = scrape()
+    client.post("/api/v1/titles", json={"id": "show", "name": "Show"}, headers=editor_headers)
+    assert upload(client, editor_headers, "show", poster_bytes("M")).status_code == 201
+    assert upload(client, editor_headers, "show", poster_bytes("M")).status_code == 409
+    assert upload(client, editor_headers, "show", b"not an image").status_code == 415
+    client.post("/api/v1/decisions", json={"titles": ["show"]})
+    after = scrape()
+    for outcome, more in (("created", 1), ("duplicate_artwork", 1)):
+        name = f'keyart_uploads_total{{outcome="{outcome}"}}'
+        assert _sample(after, name) - _sample(before, name) == more
+    assert 'keyart_uploads_total{outcome="' in after and "unsupported" in after
+    name = 'keyart_decision_modes_total{mode="single"}'
+    assert _sample(after, name) - _sample(before, name) == 1
+    assert "keyart_fallback_answers_total" in after
+    assert "keyart_serving_policy_version" in after
+    assert "keyart_learner_lag_seconds 0.0" in after
+    # No learner runs in this test: no leader is named.
+    assert "keyart_learner_leader{" not in after
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_gunicorn_access_log_is_json_with_the_request_id(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        **cli_env,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "KEYART_LOG_LEVEL": "INFO",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "web.cli",
+                "serve",
+                "--no-learner",
+                "--workers",
+                "1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "from-the-lb"}
+                )
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    assert answer.headers["X-Request-ID"] == "from-the-lb"
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            lines = [
+                json.loads(line)
+                for line in log_path.read_text().splitlines()
+                if line.startswith("{")
+            ]
+            access = [line for line in lines if line.get("logger") == "gunicorn.access"]
+            if access:
+                break
+            time.sleep(0.2)
+        assert access, log_path.read_text()
+        line = access[0]
+        assert line["request_id"] == "from-the-lb" and line["status"] == 200
+        assert line["method"] == "GET" and line["path"] == "/healthz"
+        # Nothing on stderr but JSON lines.
+        assert all(text.startswith("{") for text in log_path.read_text().splitlines() if text)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
