@@ -124,12 +124,13 @@ def create_app(
         if session is not None:
             session.close()
 
-    from web import api, editor, errors, media, ops, studio
+    from web import api, editor, errors, media, ops, personalizer, studio
 
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(editor.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(personalizer.bp)
     app.register_blueprint(studio.bp)
     return app
