@@ -72,6 +72,8 @@ def _truncate(url: str) -> None:
                 "policy_snapshots",
                 "editors",
                 "evaluations",
+                "personalizer_settings",
+                "personalizer_evaluations",
             )
         )
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

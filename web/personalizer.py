@@ -587,18 +587,20 @@ def list_evaluations() -> Response:
 @bp.get("/model")
 def export_model() -> Response:
     state = runtime()
-    policy, _ = load_latest(db(), state.settings.vw_args)
-    return Response(policy.serialize(), mimetype="application/octet-stream")
+    policy, snapshot = load_latest(db(), state.settings.vw_args)
+    # The stored bytes as they were saved (or imported), not a re-serialisation.
+    model = snapshot.model if snapshot is not None else policy.serialize()
+    return Response(model, mimetype="application/octet-stream")
 
 
-def _save_model(policy: Policy, *, keep_counts: bool) -> None:
+def _save_model(policy: Policy, *, keep_counts: bool, model: bytes | None = None) -> None:
     session = db()
     _, current = load_latest(session, runtime().settings.vw_args)
     cursor = current.cursor if current else 0
     examples = current.examples_learned if current and keep_counts else 0
     if current is not None and keep_counts:
         policy.slot_examples = dict(current.slot_examples or {})
-    save_snapshot(session, policy, examples_learned=examples, cursor=cursor)
+    save_snapshot(session, policy, examples_learned=examples, cursor=cursor, model=model)
     try:
         session.commit()
     except exc.IntegrityError:
@@ -618,7 +620,7 @@ def import_model() -> tuple[str, int]:
         policy = Policy(runtime().settings.vw_args, data)
     except RuntimeError as error:
         raise _bad(f"the body is not a model VW can load: {error}") from None
-    _save_model(policy, keep_counts=True)
+    _save_model(policy, keep_counts=True, model=data)
     return "", 204
 
 
