@@ -507,7 +507,7 @@ def create_evaluation(evaluation_id: str) -> tuple[str, int]:
             online=(online["name"], state.settings.vw_args),
         )
         status = "Succeeded"
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # no decisions; arguments VW fails on
         result, status = {"description": str(error)}, "Failed"
     session.rollback()  # the evaluation only read; end that before writing
     session.add(
