@@ -9,7 +9,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -31,6 +31,9 @@ class DecisionRequest:
 
     `default_id` is the candidate served in apprentice mode (for keyart, the editor's
     default artwork); when it is not among the candidates there is no apprentice mode.
+    `event_id` is the caller's own id for the decision (Personalizer's `eventId`; else one
+    is made). With `learn` false the decision is logged as mode `logging`, deferred and never
+    activated, so the learner never learns it (Personalizer's LoggingOnly mode).
     """
 
     slot: str
@@ -44,6 +47,8 @@ class DecisionRequest:
     slot_tokens: str | None = None
     # `logged_candidates(candidates)` when the caller has it cached, likewise.
     logged: JSONList | None = None
+    event_id: str | None = None
+    learn: bool = True
 
 
 class JSONList(list):  # type: ignore[type-arg]
@@ -169,7 +174,7 @@ def store_candidate_sets(session: Session, records: Sequence[DecisionRecord]) ->
 
 
 # How a decision's distribution came about, logged with it so a report can tell them apart.
-MODES = ("policy", "apprentice", "single")
+MODES = ("policy", "apprentice", "single", "logging")
 
 
 def user_hash(user: str, key: bytes = b"") -> str:
@@ -248,7 +253,7 @@ def choose(
         n = len(decisions)
         decisions.append(
             DecisionRecord(
-                event_id=ids[n],
+                event_id=request.event_id or ids[n],
                 created_at=now,
                 slot=request.slot,
                 user_hash=hashed,
@@ -263,9 +268,9 @@ def choose(
                 distribution=JSONList(probabilities, _floats_json(probabilities)),
                 policy_version=policy.version,
                 seed=seed,
-                activated=not request.deferred,
-                deferred=request.deferred,
-                mode=mode,
+                activated=request.learn and not request.deferred,
+                deferred=request.deferred or not request.learn,
+                mode=mode if request.learn else "logging",
             )
         )
     return decisions
@@ -388,9 +393,17 @@ class DecisionService:
         deferred: bool = False,
         now: datetime | None = None,
         prepare: Callable[[list[DecisionRecord]], T] = lambda _: None,  # type: ignore[assignment,return-value]
+        event_ids: Mapping[str, str] | None = None,
+        exclusive: bool = False,
+        learn: bool = True,
     ) -> Decided[T]:
         """Decide and log one page; raises `CandidatesUnavailable`, `CatalogChanging` or
-        `DecisionLogError` (nothing logged in each case)."""
+        `DecisionLogError` (nothing logged in each case).
+
+        `event_ids` gives slots the caller's own event ids (the others get new ones). With
+        `exclusive`, a candidate fills at most one slot: slots are decided in order, each
+        among the candidates the slots before it left (a slot left with none is not
+        decided). `learn` false logs decisions the learner never learns (`DecisionRequest`)."""
         wanted = list(dict.fromkeys(slot_ids))
         for attempt in range(ATTEMPTS):
             # Read afresh when the last attempt was refused, or the log's writer has already
@@ -409,13 +422,18 @@ class DecisionService:
                     default_id=slot.default_id,
                     slot_tokens=slot.tokens,
                     logged=slot.logged,
+                    event_id=(event_ids or {}).get(slot.id),
+                    learn=learn,
                 )
                 for slot_id in wanted
                 if (slot := slots.get(slot_id)) is not None and slot.candidates
             ]
-            records = choose(
-                self.policy.current, requests, self.rng, exploration=self.exploration, now=now
-            )
+            if exclusive:
+                records = self._exclusive(requests, now)
+            else:
+                records = choose(
+                    self.policy.current, requests, self.rng, exploration=self.exploration, now=now
+                )
             prepared = prepare(records)
             try:
                 self.log.write(records, expect=version)
@@ -423,3 +441,22 @@ class DecisionService:
                 continue
             return Decided(slots, records, prepared)
         raise CatalogChanging("the candidates kept changing while deciding; try again")
+
+    def _exclusive(
+        self, requests: Sequence[DecisionRequest], now: datetime | None
+    ) -> list[DecisionRecord]:
+        """One decision per request in order, each among the candidates not chosen yet."""
+        policy = self.policy.current  # one policy for the whole page
+        records: list[DecisionRecord] = []
+        taken: set[str] = set()
+        for request in requests:
+            left = [c for c in request.candidates if c.id not in taken]
+            if not left:
+                continue
+            if len(left) < len(request.candidates):
+                default = request.default_id if request.default_id not in taken else None
+                request = replace(request, candidates=left, logged=None, default_id=default)
+            (record,) = choose(policy, [request], self.rng, exploration=self.exploration, now=now)
+            records.append(record)
+            taken.add(record.chosen_id)
+        return records

@@ -38,6 +38,12 @@ NAMING_CONVENTION = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+# Longest event id and action id the log stores (migration 0007 widened them for the
+# Personalizer-compatible API: 256-character event ids plus a slot id, 256-character actions).
+EVENT_ID_LENGTH = 400
+ACTION_ID_LENGTH = 256
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -67,7 +73,9 @@ class Decision(LogBase):
 
     # The learner's cursor walks this id.
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # Ours are 32 hex digits; a Personalizer client's own are up to 256 characters, and a
+    # multi-slot decision's adds its slot id (`EVENT_ID_LENGTH`).
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_LENGTH), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     # The decision point: for keyart, a title id.
     slot: Mapped[str] = mapped_column(String(200), index=True)
@@ -79,7 +87,7 @@ class Decision(LogBase):
     candidate_set: Mapped[CandidateSet | None] = relationship(
         primaryjoin="foreign(Decision.candidate_set_id) == CandidateSet.id", lazy="joined"
     )
-    chosen_id: Mapped[str] = mapped_column(String(64))
+    chosen_id: Mapped[str] = mapped_column(String(ACTION_ID_LENGTH))
     chosen_index: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
     # The probability of every candidate, aligned with `candidates`.
@@ -107,7 +115,7 @@ class Reward(LogBase):
     __table_args__ = (UniqueConstraint("event_id", "type"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_LENGTH), index=True)
     type: Mapped[str] = mapped_column(String(32))
     value: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

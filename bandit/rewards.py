@@ -17,6 +17,18 @@ from bandit.models import Decision, Reward, utcnow
 
 AGGREGATIONS = ("sum", "max")
 
+# Event types of the Personalizer-compatible API (web/personalizer.py). A `reward` event's
+# value is the decision's reward (the client's reward calls, aggregated as they are stored by
+# `record_reward`); an `activation` shows the decision was used, like an impression, and its
+# value is the reward the decision earns when no reward call comes (the default reward).
+REWARD = "reward"
+LATE_REWARD = "late_reward"
+ACTIVATION = "activation"
+# Events that activate a deferred decision.
+ACTIVATING = ("impression", ACTIVATION)
+# Personalizer's reward range.
+REWARD_RANGE = (-1.0, 1.0)
+
 
 @dataclass(frozen=True)
 class RewardConfig:
@@ -52,6 +64,14 @@ class RewardConfig:
             raise ValueError(f"reward aggregation must be one of {', '.join(AGGREGATIONS)}")
 
     def reward(self, events: list[tuple[str, float]]) -> float:
+        """A decision's reward from its events. Personalizer's events (`REWARD`,
+        `ACTIVATION`) are worth their own values, clipped to [-1, 1]: the reward call's,
+        else the activation's default reward."""
+        given = [value for kind, value in events if kind == REWARD]
+        defaults = [value for kind, value in events if kind == ACTIVATION]
+        if given or defaults:
+            low, high = REWARD_RANGE
+            return min(high, max(low, given[0] if given else defaults[0]))
         worths = [self.values.get(kind, 0.0) * value for kind, value in events]
         if not worths:
             return 0.0
@@ -69,12 +89,12 @@ def joined_reward(
     rewards: RewardConfig, deferred: bool, events: Iterable[tuple[str, float]] | None
 ) -> float | None:
     """A closed decision's reward from its on-time `events` (type, value), or None when it
-    does not count: a deferred decision whose image was never shown (no impression) is no
-    evidence about its choice."""
+    does not count: a deferred decision whose image was never shown (no impression or
+    activation) is no evidence about its choice."""
     if not events:
         return None if deferred else 0.0
     events = list(events)
-    if deferred and not any(kind == "impression" for kind, _ in events):
+    if deferred and not any(kind in ACTIVATING for kind, _ in events):
         return None
     return rewards.reward(events)
 
@@ -149,10 +169,58 @@ def record_events(
             statuses.append("too_late")
         else:
             statuses.append("accepted")
-            if event.type == "impression":
+            if event.type in ACTIVATING:
                 session.execute(
                     update(Decision)
                     .where(Decision.event_id == event.event_id)
                     .values(activated=True)
                 )
     return statuses
+
+
+REWARD_AGGREGATIONS = ("earliest", "sum")
+
+
+def record_reward(
+    session: Session,
+    event_id: str,
+    value: float,
+    *,
+    aggregation: str,
+    reward_wait: float,
+    now: datetime | None = None,
+) -> str:
+    """Store a reward call's `value` for a decision (Personalizer's reward; the caller
+    commits), answering `accepted`, `too_late`, `duplicate` or `unknown_event`.
+
+    A decision keeps one `REWARD` event: with `aggregation="earliest"` the first value
+    stands and later ones are `duplicate`; with `"sum"` each adds to it, in the database, so
+    concurrent calls add up. Calls after `reward_wait` seconds go, aggregated the same way,
+    to a `LATE_REWARD` event kept for the record and never learned.
+    """
+    if aggregation not in REWARD_AGGREGATIONS:
+        raise ValueError(f"reward aggregation must be one of {', '.join(REWARD_AGGREGATIONS)}")
+    now = now or utcnow()
+    created_at = session.scalar(select(Decision.created_at).where(Decision.event_id == event_id))
+    if created_at is None:
+        return "unknown_event"
+    late = now > created_at + timedelta(seconds=reward_wait)
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Reward).values(
+        event_id=event_id,
+        type=LATE_REWARD if late else REWARD,
+        value=value,
+        created_at=now,
+        late=late,
+    )
+    if aggregation == "sum":
+        statement = statement.on_conflict_do_update(
+            index_elements=["event_id", "type"],
+            set_={"value": Reward.__table__.c.value + statement.excluded.value},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["event_id", "type"])
+    stored = session.execute(statement.returning(Reward.id)).scalar_one_or_none()
+    if late:
+        return "too_late"
+    return "accepted" if stored is not None else "duplicate"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+import bandit.personalizer  # noqa: F401  (its tables are in LogBase.metadata)
 from artwork.models import CatalogBase
 from bandit.models import LogBase
 from web.models import AuthBase

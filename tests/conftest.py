@@ -78,6 +78,8 @@ def _truncate(url: str) -> None:
                 "policy_settings",
                 "editors",
                 "evaluations",
+                "personalizer_settings",
+                "personalizer_evaluations",
             )
         )
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

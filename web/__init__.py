@@ -137,7 +137,7 @@ def create_app(
         if session is not None:
             session.close()
 
-    from web import api, editor, errors, logs, media, ops, studio
+    from web import api, editor, errors, logs, media, ops, personalizer, studio
 
     logs.init_app(app)
     errors.init_app(app)
@@ -145,5 +145,6 @@ def create_app(
     app.register_blueprint(editor.bp)
     app.register_blueprint(media.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(personalizer.bp)
     app.register_blueprint(studio.bp)
     return app
