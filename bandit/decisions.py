@@ -20,7 +20,7 @@ from bandit.config import ExplorationConfig
 from bandit.decision_log import StaleWrite
 from bandit.features import Candidate, context_text
 from bandit.models import CandidateSet, Decision, utcnow
-from bandit.policy import Policy, apprentice, draw, sticky_seed, with_floor
+from bandit.policy import Policy, apprentice, draw, with_floor
 
 T = TypeVar("T")
 
@@ -205,6 +205,27 @@ def shaped_distribution(
     return with_floor(probabilities, floor), "policy"
 
 
+class _StickySeeds:
+    """`bandit.policy.sticky_seed` for the decisions of one page, the same values at a third
+    of the cost: the HMAC keyed once, and its state after the viewer's part of the message
+    kept for each of the page's slots (OpenSSL 3 looked the digest up anew for every
+    `hmac.digest`, about 9 µs of each decision)."""
+
+    def __init__(self, key: bytes, period: int) -> None:
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._suffix = f"\x1f{period}"
+        self._users: dict[str, Any] = {}
+
+    def seed(self, user: str, slot: str) -> int:
+        prefix = self._users.get(user)
+        if prefix is None:
+            prefix = self._users[user] = self._keyed.copy()
+            prefix.update(f"{user}\x1f".encode())
+        mac = prefix.copy()
+        mac.update(f"{slot}{self._suffix}".encode())
+        return int.from_bytes(mac.digest()[:8], "big") >> 1
+
+
 def choose(
     policy: Policy,
     requests: Sequence[DecisionRequest],
@@ -226,6 +247,7 @@ def choose(
     # A page's requests share one context: featurise (and copy, and encode) it once.
     contexts: dict[int, tuple[str, JSONDict]] = {}
     hashes: dict[str, str] = {}
+    seeds = _StickySeeds(exploration.viewer_key, period)
     ids = event_ids(len(requests), now)
     for request in requests:
         if not request.candidates:
@@ -236,7 +258,7 @@ def choose(
         tokens, context = contexts[key]
         probabilities, mode = shaped_distribution(policy, request, exploration, tokens)
         if request.user is not None:
-            seed = sticky_seed(request.user, request.slot, period, exploration.viewer_key)
+            seed = seeds.seed(request.user, request.slot)
         else:
             seed = rng.getrandbits(63)
         index = draw(probabilities, seed)
