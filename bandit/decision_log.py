@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Engine, PoolProxiedConnection
+from sqlalchemy import JSON, DateTime, Dialect, Engine, PoolProxiedConnection
 
 from bandit.models import CandidateSet, Decision, utcnow
 
@@ -41,6 +41,23 @@ def _json_text(value: Any) -> str:
     return text if text is not None else json.dumps(value)
 
 
+def _last_of(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`step`, remembering its last answer: a page's decisions share one timestamp, and
+    SQLite's datetime formatting was a tenth of encoding a row."""
+    last: tuple[Any, Any] = (object(), None)
+
+    def process(value: Any) -> Any:
+        nonlocal last
+        seen = last  # one read: another thread may replace it meanwhile
+        if seen[0] is value:
+            return seen[1]
+        encoded = step(value)
+        last = (value, encoded)
+        return encoded
+
+    return process
+
+
 def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
     """A function from a decision to its row as the DB-API driver takes it: JSON columns as
     their text, other values through SQLAlchemy's own bind processors for this dialect (so
@@ -51,7 +68,10 @@ def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
             steps.append(_json_text)
         else:
             column_type = Decision.__table__.c[key].type
-            steps.append(column_type.dialect_impl(dialect).bind_processor(dialect))
+            step = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if step is not None and isinstance(column_type, DateTime):
+                step = _last_of(step)
+            steps.append(step)
     values = operator.attrgetter(*_COLUMNS)
     converted = [(i, step) for i, step in enumerate(steps) if step is not None]
 

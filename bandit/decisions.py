@@ -113,9 +113,10 @@ def event_ids(count: int, now: datetime) -> list[str]:
     return ids
 
 
-def _floats_json(values: Sequence[float]) -> str:
-    # What json.dumps writes for a list of finite floats (repr: exact, round-trips).
-    return "[" + ", ".join([float.__repr__(v) for v in values]) + "]"
+def _floats_json(values: list[float]) -> str:
+    # What json.dumps writes for a list of finite floats: a list's repr is the same text
+    # (each float's repr, exact and round-tripping, between ", "), in one C call.
+    return list.__repr__(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +195,12 @@ def shaped_distribution(
     candidates = request.candidates
     if len(candidates) == 1:
         return [1.0], "single"
-    ids = [c.id for c in candidates]
     learned = policy.slot_examples.get(request.slot, 0)
     floor = exploration.floor_for(learned)
-    if request.default_id in ids and learned < exploration.apprentice_examples:
-        return apprentice(len(ids), ids.index(request.default_id), floor), "apprentice"
+    if learned < exploration.apprentice_examples and request.default_id is not None:
+        ids = [c.id for c in candidates]
+        if request.default_id in ids:
+            return apprentice(len(ids), ids.index(request.default_id), floor), "apprentice"
     probabilities = policy.distribution(
         request.context, request.slot_features, candidates, context_tokens, request.slot_tokens
     )
