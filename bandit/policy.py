@@ -15,8 +15,11 @@ from bandit.features import Candidate, example_lines, shared_line
 
 _UNIT = float(1 << 53)
 # Parsed examples kept per policy: a variant's line, and a (context, title) shared line,
-# repeat across requests, and parsing them anew cost more than the prediction.
-_EXAMPLE_CACHE = 20_000
+# repeat across requests, and parsing them anew cost more than the prediction. Each holds
+# about 30 KB of VW's memory, so shared lines, which recur far less than a title's variants
+# do, are kept fewer: 20,000 of them held a worker at 600 MB.
+_EXAMPLE_CACHE = 2_000
+_SHARED_CACHE = 500
 
 
 def vw_argv(vw_args: str) -> list[str]:
@@ -51,6 +54,7 @@ class Policy:
         self._parser = vw.TextFormatParser(self.workspace)
         self._lock = threading.Lock()
         self._examples: dict[str, Any] = {}
+        self._shared: dict[str, Any] = {}
         # vowpal_wabbit_next 0.7's core call, if this binding has it; else the public one.
         self._fast = hasattr(getattr(self.workspace, "_workspace", None), "predict_multi_ex_one")
 
@@ -58,14 +62,16 @@ class Policy:
         """The parsed example for `line`, reused while this workspace lives (call under the
         lock). Prediction leaves an example as it found it (tests/bandit/test_policy.py
         checks predictions on reused examples equal those on fresh ones), so it is safe."""
-        example = self._examples.get(line)
+        shared = line.startswith("shared")
+        cache = self._shared if shared else self._examples
+        example = cache.get(line)
         if example is None:
-            if len(self._examples) >= _EXAMPLE_CACHE:
-                self._examples.clear()
+            if len(cache) >= (_SHARED_CACHE if shared else _EXAMPLE_CACHE):
+                cache.clear()
             parsed = self._parser.parse_line(line)
             # The binding's core example: `_predict` hands these straight to VW.
             example = parsed._example if self._fast else parsed
-            self._examples[line] = example
+            cache[line] = example
         return example
 
     def _predict(self, examples: list[Any]) -> list[tuple[int, float]]:

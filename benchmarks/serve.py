@@ -1,29 +1,33 @@
-"""Decision-serving throughput and latency, over loopback, under gunicorn, on SQLite and
-PostgreSQL, against the HTTP floor of the same server.
+"""Decision-serving throughput, latency, CPU and memory, over loopback, under gunicorn, on
+SQLite and PostgreSQL: keyart beside a hand-written peer (benchmarks/peer.py), each against
+the HTTP floor of its own server, in one run.
 
-For each database: build a 40-title catalog (real uploads, one rendition preset), start
-keyart under gunicorn (gthread workers, so concurrent requests share group commits), and
-drive it with wrk (Debian's `wrk` package: `apt-get install wrk`) at three endpoints:
+For each database: build a 40-title catalog (real uploads, one rendition preset), copy it
+for the peer, start keyart and the peer under the same gunicorn settings (gthread workers,
+so concurrent requests share group commits), and drive each with wrk (Debian's `wrk`
+package: `apt-get install wrk`) at three endpoints:
 
     floor    GET  /healthz                        a trivial JSON answer
     single   POST /api/v1/decisions, 1 title      one decision per request
     page     POST /api/v1/decisions, 40 titles    a page: 40 decisions per request
 
-and print requests/s, decisions/s, p50/p99 latency, the workers' CPU time and context
-switches per request (from /proc), and the ratios the issue sets targets for (single ≥ 0.6
-× floor requests/s; page ≥ 15,000 decisions/s). Each measured run follows a 2-second
-unmeasured one; the floor is measured first and last, and the higher of the two is the
-reference.
+The runs are interleaved (per round: for each connection count, each server's floor, single
+and page), so that the ratios compare runs seconds apart: on a machine shared with other
+work, runs minutes apart are not comparable. Each ratio is taken within a round, and the
+median over the rounds printed. Then each server gets page load until its workers have
+served 100,000 decisions each, and the largest worker's resident memory is printed.
 
-`--breakdown` adds two single-title runs against routes only this benchmark's app has, to
-show where a decision's cost goes (neither is something keyart serves):
+`--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
+self and inclusive share of samples). `--breakdown` adds two single-title runs against
+routes only this benchmark's keyart app has (neither is something keyart serves):
 
     validate  POST /bench/validate     the decision request parsed and validated, no more
     unlogged  POST /bench/unlogged     the decision made and answered, not logged
 
-    python benchmarks/serve.py [--seconds 10] [--connections 32] [--workers 2] [--threads 8]
+    python benchmarks/serve.py [--seconds 5] [--repeats 3] [--connections 8,32]
+                               [--workers 2] [--threads 8] [--only sqlite|postgres]
                                [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                               [--only sqlite|postgres] [--breakdown]
+                               [--profile DIR] [--breakdown]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import random
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +61,7 @@ from artwork.store import LocalBlobStore  # noqa: E402
 from web.db import make_engine, make_sessionmaker, scratch_database, upgrade  # noqa: E402
 
 TITLES = 40
-WARMUP_SECONDS = 2
+WARMUP_SECONDS = 1
 PRESETS = (Preset("boxart-342", 342, 513),)
 LOOKS = (("portrait", "dark"), ("landscape", "bright"), ("group", "cool"))
 SEGMENTS = ["teen-scifi", "family", "crime-buffs", "romance", "documentary"]
@@ -171,21 +176,10 @@ def breakdown_app():  # type: ignore[no-untyped-def]
 
 
 def start_server(  # type: ignore[no-untyped-def]
-    url: str, var: Path, media: Path, port: int, workers: int, threads: int, app: str
+    env: dict[str, str], port: int, workers: int, threads: int, app: str
 ):
-    metrics = var / "prometheus"
-    metrics.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "KEYART_DATABASE_URL": url,
-        "KEYART_VAR_DIR": str(var),
-        "KEYART_MEDIA_DIR": str(media),
-        "KEYART_SECRET_KEY": "benchmark-secret-key-0123456789",
-        # Every decision goes through VW (no apprentice shortcut).
-        "KEYART_APPRENTICE_EXAMPLES": "0",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
-        "PYTHONPATH": str(ROOT),
-    }
+    """`app` under gunicorn, as `keyart serve` runs keyart: gthread workers, a listening
+    socket per worker (one shared socket let one worker take most of wrk's connections)."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -199,28 +193,49 @@ def start_server(  # type: ignore[no-untyped-def]
             str(threads),
             "--worker-class",
             "gthread",
-            # As `keyart serve` does: a listening socket per worker, connections spread by
-            # the kernel (one shared socket let one worker take most of wrk's 32).
             "--reuse-port",
             "--log-level",
             "warning",
             "--pythonpath",
-            str(ROOT / "benchmarks"),
+            f"{ROOT},{ROOT / 'benchmarks'}",
             app,
         ],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
                 if answer.status == 200:
                     return process
         except OSError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("keyart did not become ready under gunicorn")
+    raise SystemExit(f"{app} did not become ready under gunicorn")
+
+
+def keyart_env(url: str, var: Path, media: Path) -> dict[str, str]:
+    metrics = var / "prometheus"
+    metrics.mkdir(parents=True, exist_ok=True)
+    return {
+        "KEYART_DATABASE_URL": url,
+        "KEYART_VAR_DIR": str(var),
+        "KEYART_MEDIA_DIR": str(media),
+        "KEYART_SECRET_KEY": "benchmark-secret-key-0123456789",
+        # Every decision goes through VW (no apprentice shortcut).
+        "KEYART_APPRENTICE_EXAMPLES": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+
+
+def stop_server(server: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 LUA = """
@@ -300,117 +315,334 @@ def run_wrk(port: int, script: str, seconds: int, connections: int, work: Path) 
     return {"rps": rps, "p50": p50, "p99": p99}
 
 
-def worker_usage(server: subprocess.Popen) -> tuple[float, int]:  # type: ignore[type-arg]
-    """CPU seconds (user + system) and context switches so far of the gunicorn workers, all
-    their threads, from /proc: what a request costs the server, whatever wrk costs."""
-    children = subprocess.run(
+def workers_of(server: subprocess.Popen) -> list[int]:  # type: ignore[type-arg]
+    out = subprocess.run(
         ["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    ticks, switches = 0, 0
-    for pid in children:
+    ).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def worker_usage(server: subprocess.Popen) -> float:  # type: ignore[type-arg]
+    """CPU seconds (user + system) so far of the gunicorn workers, all their threads, from
+    /proc: what a request costs the server, whatever wrk costs."""
+    ticks = 0
+    for pid in workers_of(server):
         tasks = Path(f"/proc/{pid}/task")
         for task in tasks.iterdir() if tasks.exists() else ():
             try:
                 stat = (task / "stat").read_text()
-                status = (task / "status").read_text()
             except OSError:  # a thread that ended meanwhile
                 continue
             fields = stat[stat.rindex(")") + 2 :].split()
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
-            switches += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", status))
-    return ticks / os.sysconf("SC_CLK_TCK"), switches
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def count_decisions(url: str) -> int:
+def worker_rss_mb(server: subprocess.Popen) -> float:  # type: ignore[type-arg]
+    """The largest resident set of the server's workers, in MB."""
+    largest = 0
+    for pid in workers_of(server):
+        status = Path(f"/proc/{pid}/status").read_text()
+        largest = max(largest, int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)))  # type: ignore[union-attr]
+    return largest / 1024
+
+
+def count_rows(url: str, table: str) -> int:
     engine = create_engine(url)
     with engine.connect() as connection:
-        count = connection.execute(text("SELECT count(*) FROM decisions")).scalar_one()
+        count = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
     engine.dispose()
     return int(count)
 
 
-def bench(name: str, url: str, var: Path, media: Path, args: argparse.Namespace) -> None:
-    port = free_port()
-    app = "serve:breakdown_app()" if args.breakdown else "web:create_app()"
-    server = start_server(url, var, media, port, args.workers, args.threads, app)
+ENDPOINTS = (("floor", 0), ("single", 1), ("page", TITLES))
+
+
+class Server:
+    """One running service (keyart or the peer) and what the benchmark knows of it."""
+
+    def __init__(
+        self,
+        name: str,
+        process: subprocess.Popen,  # type: ignore[type-arg]
+        port: int,
+        url: str,
+        table: str,
+    ) -> None:
+        self.name, self.process, self.port, self.url, self.table = name, process, port, url, table
+        self.scripts = {
+            "floor": lua_script("GET", "/healthz", []),
+            "single": lua_script("POST", "/api/v1/decisions", bodies(1)),
+            "page": lua_script("POST", "/api/v1/decisions", bodies(TITLES)),
+        }
+
+    def measure(
+        self, endpoint: str, seconds: int, connections: int, work: Path
+    ) -> dict[str, float]:
+        # A short unmeasured run first: every worker has booted and warmed up by the time
+        # the measured run opens its connections (wrk keeps them for the run, so one that
+        # opens while a worker is still starting would load the other alone).
+        script = self.scripts[endpoint]
+        run_wrk(self.port, script, WARMUP_SECONDS, connections, work)
+        cpu = worker_usage(self.process)
+        result = run_wrk(self.port, script, seconds, connections, work)
+        per = dict(ENDPOINTS)[endpoint] or 1
+        result["dps"] = result["rps"] * per
+        result["cpu_us"] = (worker_usage(self.process) - cpu) / (result["dps"] * seconds) * 1e6
+        return result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
+    """A py-spy sampling profile of one worker under page load at the lowest concurrency,
+    summarised by function (self and inclusive share of samples), written to `out`."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw = work / f"profile-{server.name}.txt"
+    seconds = max(args.seconds, 10)
+    pid = workers_of(server.process)[0]
+    load = subprocess.Popen(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(min(args.connections)),
+            "-d",
+            f"{seconds + 4}s",
+            "-s",
+            str(_script_file(server.scripts["page"], work)),
+            f"http://127.0.0.1:{server.port}",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(2)
+    subprocess.run(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+            "--nonblocking",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    load.wait()
+    summary = summarise_profile(raw.read_text())
+    out.write_text(summary)
+    print(f"\nprofile of a {server.name} worker under page load ({out}):\n{summary}")
+
+
+def summarise_profile(raw: str, top: int = 30) -> str:
+    """py-spy's raw (collapsed) stacks → each function's self and inclusive share."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        name = _frame(frames[-1])
+        own[name] = own.get(name, 0) + count
+        for frame in {_frame(f) for f in frames}:
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    lines = [f"{total} samples (non-idle threads)", "", "  self%   incl%  function"]
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / total:6.1f}  {100 * inclusive[name] / total:6.1f}  {name}")
+    lines += ["", "  incl%  function (inclusive, top)"]
+    for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / total:6.1f}  {name}")
+    return "\n".join(lines) + "\n"
+
+
+def _frame(frame: str) -> str:
+    # "function (path/to/file.py:123)" → "function (file.py)": one entry per function.
+    match = re.fullmatch(r"(.*) \((.*?):\d+\)", frame)
+    if match is None:
+        return frame
+    return f"{match.group(1)} ({'/'.join(Path(match.group(2)).parts[-2:])})"
+
+
+def _script_file(script: str, work: Path) -> Path:
+    path = work / f"script-{uuid.uuid4().hex}.lua"
+    path.write_text(script)
+    return path
+
+
+def top_up(server: Server, decisions: int, work: Path) -> int:
+    """Page load until the server has logged at least `decisions`; how many it has."""
+    while (logged := count_rows(server.url, server.table)) < decisions:
+        run_wrk(server.port, server.scripts["page"], 5, 8, work)
+    return logged
+
+
+def bench_database(
+    name: str,
+    urls: dict[str, str],
+    var: Path,
+    media: Path,
+    args: argparse.Namespace,
+) -> None:
+    """keyart and the peer side by side on one database: both servers up, their runs
+    interleaved (floor, single, page for each, at every concurrency, repeated)."""
+    servers: list[Server] = []
     try:
-        floor_script = lua_script("GET", "/healthz", [])
-        single_script = lua_script("POST", "/api/v1/decisions", bodies(1))
-        page_script = lua_script("POST", "/api/v1/decisions", bodies(TITLES))
-
-        def measure(script: str) -> dict[str, float]:
-            # A short unmeasured run first: every worker has booted and warmed up by the
-            # time the measured run opens its connections (wrk keeps them for the run, so
-            # one that opens while a worker is still starting would load the other alone).
-            run_wrk(port, script, WARMUP_SECONDS, args.connections, var)
-            cpu, switches = worker_usage(server)
-            result = run_wrk(port, script, args.seconds, args.connections, var)
-            cpu_after, switches_after = worker_usage(server)
-            requests = result["rps"] * args.seconds
-            result["cpu_ms"] = (cpu_after - cpu) / requests * 1000
-            result["switches"] = (switches_after - switches) / requests
-            return result
-
-        before = count_decisions(url)
-        floors = [measure(floor_script)]
-        single = measure(single_script)
-        page = measure(page_script)
+        port = free_port()
+        app = "serve:breakdown_app()" if args.breakdown else "web:create_app()"
+        process = start_server(
+            keyart_env(urls["keyart"], var, media), port, args.workers, args.threads, app
+        )
+        servers.append(Server("keyart", process, port, urls["keyart"], "decisions"))
+        port = free_port()
+        process = start_server(
+            {"PEER_DATABASE_URL": urls["peer"]},
+            port,
+            args.workers,
+            args.threads,
+            "peer:create_app()",
+        )
+        servers.append(Server("peer", process, port, urls["peer"], "peer_decisions"))
+        results: dict[tuple[str, int, str], list[dict[str, float]]] = {}
+        for rep in range(args.repeats):
+            for connections in args.connections:
+                # Alternate which goes first, so neither always runs on a warmer machine.
+                for server in servers if rep % 2 == 0 else servers[::-1]:
+                    for endpoint, _ in ENDPOINTS:
+                        result = server.measure(endpoint, args.seconds, connections, var)
+                        results.setdefault((server.name, connections, endpoint), []).append(result)
+            print(f"  {name}: round {rep + 1} of {args.repeats} done", flush=True)
         extra = []
         if args.breakdown:
+            keyart = servers[0]
             for label, path in (("validate", "/bench/validate"), ("unlogged", "/bench/unlogged")):
-                extra.append((label, measure(lua_script("POST", path, bodies(1))), 0))
-        # The floor again, after: the higher of the two is the reference (the stricter one).
-        floors.append(measure(floor_script))
-        floor = max(floors, key=lambda result: result["rps"])
-        logged = count_decisions(url) - before
+                keyart.scripts[label] = lua_script("POST", path, bodies(1))
+                extra.append((label, keyart.measure(label, args.seconds, args.connections[0], var)))
+        memory = {}
+        for server in servers:
+            # Each worker has then served at least 100,000 decisions (the kernel spreads
+            # connections over workers about evenly; the logged total is twice that).
+            logged = top_up(server, RSS_AFTER * args.workers, var)
+            memory[server.name] = (worker_rss_mb(server.process), logged)
+        if args.profile:
+            profile(servers[0], args, var, args.profile / f"profile-{name.split()[0].lower()}.txt")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for server in servers:
+            stop_server(server.process)
+    report(name, results, memory, extra, args)
+
+
+RSS_AFTER = 100_000
+
+
+def report(
+    name: str,
+    results: dict[tuple[str, int, str], list[dict[str, float]]],
+    memory: dict[str, tuple[float, int]],
+    extra: list[tuple[str, dict[str, float]]],
+    args: argparse.Namespace,
+) -> None:
+    """Medians over the repeats; each ratio is taken within one round (runs minutes apart
+    on a shared machine are not comparable), then its median over the rounds."""
     print(
-        f"\n{name}  ({args.workers} gunicorn gthread workers × {args.threads} threads, "
-        f"wrk {args.connections} connections, {args.seconds}s each)"
+        f"\n{name}: {args.workers} gunicorn gthread workers × {args.threads} threads, "
+        f"{args.seconds} s runs, median of {args.repeats} interleaved rounds, "
+        f"{os.cpu_count()} cores"
     )
     print(
-        f"  {'':8} {'req/s':>9} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'CPU ms/req':>11} {'switches/req':>13}"
+        f"  {'':16} {'req/s':>8} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/dec':>11}"
     )
-    for label, result, per in (
-        ("floor", floor, 0),
-        ("single", single, 1),
-        ("page-40", page, TITLES),
-        *extra,
-    ):
-        decisions = f"{result['rps'] * per:12.0f}" if per else f"{'':>12}"
+    for connections in args.connections:
+        for server in ("keyart", "peer"):
+            for endpoint, per in ENDPOINTS:
+                runs = results[(server, connections, endpoint)]
+                label = f"{server} {endpoint} c{connections}"
+                dps = f"{median([r['dps'] for r in runs]):12.0f}" if per else f"{'':>12}"
+                print(
+                    f"  {label:16} {median([r['rps'] for r in runs]):8.0f} {dps}"
+                    f" {median([r['p50'] for r in runs]):8.2f}"
+                    f" {median([r['p99'] for r in runs]):8.2f}"
+                    f" {median([r['cpu_us'] for r in runs]):11.0f}"
+                )
+    for label, result in extra:
         print(
-            f"  {label:8} {result['rps']:9.0f} {decisions} "
-            f"{result['p50']:8.2f} {result['p99']:8.2f}"
-            f" {result['cpu_ms']:11.3f} {result['switches']:13.1f}"
+            f"  {label:16} {result['rps']:8.0f} {'':>12} {result['p50']:8.2f}"
+            f" {result['p99']:8.2f} {result['cpu_us']:11.0f}"
         )
-    for label, result, _per in extra:
-        print(f"  {label} / floor throughput: {result['rps'] / floor['rps']:.2f}")
+
+    def ratio(server: str, connections: int, top: str, bottom: str, key: str, key2: str) -> float:
+        ups = results[(server, connections, top)]
+        downs = results[(server, connections, bottom)]
+        return median([u[key] / d[key2] for u, d in zip(ups, downs, strict=True)])
+
+    def versus(connections: int, endpoint: str, key: str) -> float:
+        ours = results[("keyart", connections, endpoint)]
+        theirs = results[("peer", connections, endpoint)]
+        return median([o[key] / t[key] for o, t in zip(ours, theirs, strict=True)])
+
     print(
-        f"  (floor measured before and after: {floors[0]['rps']:.0f} and "
-        f"{floors[1]['rps']:.0f} req/s; the higher is the reference)"
+        f"\n  {'ratios (per round, median)':27} {'page÷floor':>10} {'single÷floor':>12}"
+        f" {'single p99÷floor p99':>20}"
     )
-    print(f"  single / floor throughput: {single['rps'] / floor['rps']:.2f}   (target ≥ 0.6)")
-    print(f"  page decisions/s:          {page['rps'] * TITLES:.0f}   (target ≥ 15000)")
-    print(f"  decisions logged: {logged}")
+    for connections in args.connections:
+        for server in ("keyart", "peer"):
+            print(
+                f"  {server + f' c{connections}':27}"
+                f" {ratio(server, connections, 'page', 'floor', 'dps', 'rps'):10.2f}"
+                f" {ratio(server, connections, 'single', 'floor', 'rps', 'rps'):12.2f}"
+                f" {ratio(server, connections, 'single', 'floor', 'p99', 'p99'):20.2f}"
+            )
+    print(
+        f"\n  {'keyart ÷ peer':27} {'pages':>10} {'singles':>12} {'page p99':>10}"
+        f" {'single p99':>11}"
+    )
+    for connections in args.connections:
+        print(
+            f"  {f'c{connections}':27} {versus(connections, 'page', 'dps'):10.2f}"
+            f" {versus(connections, 'single', 'rps'):12.2f}"
+            f" {versus(connections, 'page', 'p99'):10.2f}"
+            f" {versus(connections, 'single', 'p99'):11.2f}"
+        )
+    for server, (rss, logged) in memory.items():
+        print(
+            f"  {server} worker RSS after {logged:,} decisions over {args.workers} workers:"
+            f" {rss:.0f} MB"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--connections",
+        type=lambda v: [int(c) for c in v.split(",")],
+        default=[8, 32],
+        help="comma-separated wrk connection counts (default 8,32)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument(
         "--postgres",
         default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
-        help="a PostgreSQL server URL; the benchmark creates and drops its own database",
+        help="a PostgreSQL server URL; the benchmark creates and drops its own databases",
     )
     parser.add_argument("--only", choices=["sqlite", "postgres"])
     parser.add_argument(
@@ -418,24 +650,40 @@ def main() -> None:
         action="store_true",
         help="also measure a validate-only route and an unlogged decision (see above)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write a py-spy profile summary of a keyart worker under page load to DIR",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="keyart-bench-") as tmp:
         work = Path(tmp)
         media = work / "media"
-        sqlite_url = f"sqlite:///{work / 'sqlite' / 'keyart.db'}"
         (work / "sqlite").mkdir()
+        sqlite_url = f"sqlite:///{work / 'sqlite' / 'keyart.db'}"
+        peer_url = f"sqlite:///{work / 'sqlite' / 'peer.db'}"
         print("building a 40-title catalog (3 variants each)...", flush=True)
         build_catalog(sqlite_url, media)
+        copy_catalog(sqlite_url, peer_url)
         if args.only in (None, "sqlite"):
-            bench("SQLite (WAL)", sqlite_url, work / "sqlite", media, args)
+            urls = {"keyart": sqlite_url, "peer": peer_url}
+            bench_database("SQLite (WAL)", urls, work / "sqlite", media, args)
         if args.only in (None, "postgres"):
-            with scratch_database(args.postgres, "keyart_bench") as pg_url:
+            with (
+                scratch_database(args.postgres, "keyart_bench") as pg_url,
+                scratch_database(args.postgres, "peer_bench") as pg_peer,
+            ):
                 copy_catalog(sqlite_url, pg_url)
+                copy_catalog(sqlite_url, pg_peer)
                 (work / "postgres").mkdir()
-                bench("PostgreSQL", pg_url, work / "postgres", media, args)
+                urls = {"keyart": pg_url, "peer": pg_peer}
+                bench_database("PostgreSQL", urls, work / "postgres", media, args)
 
 
 if __name__ == "__main__":

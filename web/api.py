@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+import orjson
+from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
 from bandit.rewards import Event, record_events
@@ -72,10 +73,19 @@ def _vary(response: Response, negotiated: bool) -> Response:
     return response
 
 
+def _answer(value: Any) -> Response:
+    """`jsonify` for the decision routes, by orjson: a page's answer is 40 objects, and the
+    standard library's encoder was a tenth of a page's time in the worker. The same JSON
+    (keys in order, floats as their shortest repr), without `jsonify`'s spaces."""
+    return current_app.response_class(
+        orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE), mimetype="application/json"
+    )
+
+
 @bp.post("/decisions")
 def decisions() -> Response:
     decided, negotiated = _decide(json_body(DecisionsRequest))
-    return _vary(jsonify({"decisions": decided}), negotiated)
+    return _vary(_answer({"decisions": decided}), negotiated)
 
 
 _RESERVED = {"user", "rendition", "format", "defer_activation"}
@@ -123,8 +133,8 @@ def one_title(title_id: str) -> tuple[Response, int]:
     status = 200
     if "error" in decision:
         status = 404 if decision["error"]["code"] == "unknown_title" else 409
-        return _vary(jsonify({"error": decision["error"]}), negotiated), status
-    return _vary(jsonify(decision), negotiated), status
+        return _vary(_answer({"error": decision["error"]}), negotiated), status
+    return _vary(_answer(decision), negotiated), status
 
 
 @bp.post("/events")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import request
@@ -34,10 +35,13 @@ def storable(value: str) -> str:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _id_text(value: str) -> str:
     # An id travels in URL paths: control characters, and the segments "." and "..", which
     # clients and proxies rewrite, would make a title or artwork unreachable.
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or value in (".", ".."):
+    if _CONTROL.search(value) or value in (".", ".."):
         raise ValueError("must not be '.' or '..' or contain control characters")
     return value
 

@@ -16,7 +16,7 @@ from bandit.config import ExplorationConfig
 from bandit.decisions import DecisionRequest, choose, event_ids, shaped_distribution, sticky_period
 from bandit.features import Candidate, example_lines
 from bandit.models import utcnow
-from bandit.policy import Policy, apprentice, draw, normalise, with_floor
+from bandit.policy import Policy, apprentice, draw, normalise, sticky_seed, with_floor
 from web.config import DEFAULT_VW_ARGS
 
 SOFTMAX = "--cb_explore_adf --softmax --lambda 4 --quiet -q ua -q ta -b 18"
@@ -213,6 +213,27 @@ def test_viewer_keys_are_hashed_with_a_secret() -> None:
     assert first.user_hash == hmac.new(b"secret one", b"viewer-4242", "sha256").hexdigest()
     assert first.user_hash != hashlib.sha256(b"viewer-4242").hexdigest()
     assert "secret" not in repr(ExplorationConfig(viewer_key=b"secret one"))
+
+
+def test_a_pages_seeds_are_the_sticky_seeds_of_its_viewers_and_slots() -> None:
+    """`choose` keys the HMAC once per page; the seeds are still exactly `sticky_seed`'s,
+    whatever the viewers and slots (two viewers on a page, non-ASCII, a key longer than
+    SHA-256's block)."""
+    policy = _trained(SOFTMAX)
+    now = utcnow()
+    for key in (b"", b"k", b"long key " * 20):
+        exploration = ExplorationConfig(apprentice_examples=0, viewer_key=key)
+        requests = [
+            DecisionRequest(slot, CANDIDATES, CONTEXT, SLOT, user=user)
+            for user in ("viewer-1", "zoë\x1f", "viewer-1")
+            for slot in ("show", "série-ü", "show\x1f2")
+        ]
+        period = sticky_period(now, exploration)
+        decided = choose(policy, requests, random.Random(), exploration=exploration, now=now)
+        assert [d.seed for d in decided] == [
+            sticky_seed(r.user, r.slot, period, key)  # type: ignore[arg-type]
+            for r in requests
+        ]
 
 
 def test_without_a_user_draws_are_independent() -> None:
