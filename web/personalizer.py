@@ -8,6 +8,7 @@ for where its decisions sit). The key (`Ocp-Apim-Subscription-Key`) is any edito
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -18,6 +19,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import exc, func, select
 
+from bandit import lineages
 from bandit import personalizer as loop
 from bandit.config import ExplorationConfig
 from bandit.decision_log import DecisionLogError
@@ -31,11 +33,14 @@ from bandit.decisions import (
     event_ids,
 )
 from bandit.features import Candidate
+from bandit.lineages import store_settings, stored_settings
 from bandit.models import Decision, PolicySnapshot, utcnow
+from bandit.optimizer import LearningCandidate
 from bandit.policy import Policy
 from bandit.rewards import ACTIVATION, Event, record_events, record_reward
-from bandit.snapshots import load_latest, save_snapshot
+from bandit.snapshots import load_latest, save_snapshot, serving_lineage
 from web.auth import token_hash
+from web.config import ConfigError, learning_settings
 from web.errors import ApiError, describe_validation
 from web.models import Editor
 from web.personalizer_schemas import (
@@ -181,9 +186,20 @@ def _store_policy(name: str, arguments: str) -> None:
     except ValueError as error:
         raise _bad(f"arguments {error}") from None
     session = db()
-    # Stored for the lineage machinery to train from (see the README): serving and the
-    # learner use KEYART_VW_ARGS until then.
     loop.store_setting(session, "policy", {"name": name, "arguments": arguments})
+    # And as keyart's policy settings (`PUT /api/v1/policy`): the learner starts a lineage
+    # for them and serving switches to it once it has caught up with the log.
+    candidate, bits = LearningCandidate.from_vw_args(arguments)
+    stored = {**stored_settings(session), "KEYART_VW_ARGS": candidate.exploration_args}
+    if candidate.interactions:
+        stored["KEYART_INTERACTIONS"] = candidate.interactions
+    if "-b" in shlex.split(arguments):
+        stored["KEYART_HASH_BITS"] = str(bits)
+    try:
+        learning_settings(runtime().settings, stored)
+    except ConfigError as error:
+        raise _bad(f"arguments: {error}") from None
+    store_settings(session, stored, utcnow())
     session.commit()
 
 
@@ -198,6 +214,12 @@ def put_policy() -> Response:
 def reset_policy() -> Response:
     session = db()
     loop.drop_setting(session, "policy")
+    kept = {
+        key: value
+        for key, value in stored_settings(session).items()
+        if key not in ("KEYART_VW_ARGS", "KEYART_INTERACTIONS", "KEYART_HASH_BITS")
+    }
+    store_settings(session, kept, utcnow())
     session.commit()
     return get_policy()
 
@@ -593,14 +615,33 @@ def export_model() -> Response:
     return Response(model, mimetype="application/octet-stream")
 
 
+def _serving_args() -> str:
+    """The serving lineage's VW arguments (the environment's before the first pass)."""
+    return load_latest(db(), runtime().settings.vw_args)[0].vw_args
+
+
 def _save_model(policy: Policy, *, keep_counts: bool, model: bytes | None = None) -> None:
     session = db()
-    _, current = load_latest(session, runtime().settings.vw_args)
-    cursor = current.cursor if current else 0
+    state = runtime()
+    lineage = serving_lineage(session)
+    if lineage is None:  # nothing learned yet: the lineage the learner would start
+        vw_args, rewards = learning_settings(state.settings, stored_settings(session))
+        lineage, _ = lineages.prepare(
+            session, vw_args, rewards, now=utcnow(), retrain_days=state.settings.retrain_days
+        )
+    _, current = load_latest(session, state.settings.vw_args, lineage)
+    cursor = current.cursor if current else lineage.start_cursor
     examples = current.examples_learned if current and keep_counts else 0
     if current is not None and keep_counts:
         policy.slot_examples = dict(current.slot_examples or {})
-    save_snapshot(session, policy, examples_learned=examples, cursor=cursor, model=model)
+    save_snapshot(
+        session,
+        policy,
+        examples_learned=examples,
+        cursor=cursor,
+        model=model,
+        lineage_id=lineage.id,
+    )
     try:
         session.commit()
     except exc.IntegrityError:
@@ -617,7 +658,7 @@ def import_model() -> tuple[str, int]:
     if not data:
         raise _bad("the body must be a model's bytes")
     try:
-        policy = Policy(runtime().settings.vw_args, data)
+        policy = Policy(_serving_args(), data)
     except RuntimeError as error:
         raise _bad(f"the body is not a model VW can load: {error}") from None
     _save_model(policy, keep_counts=True, model=data)
@@ -626,7 +667,7 @@ def import_model() -> tuple[str, int]:
 
 @bp.delete("/model")
 def reset_model() -> tuple[str, int]:
-    _save_model(Policy(runtime().settings.vw_args), keep_counts=False)
+    _save_model(Policy(_serving_args()), keep_counts=False)
     return "", 204
 
 

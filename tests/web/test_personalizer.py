@@ -265,7 +265,13 @@ def test_the_loop_learns_each_contexts_best_action_and_its_model_moves(
         "name": "greedy",
         "arguments": "--cb_explore_adf --epsilon 0.01 -q ua",
     }
+    # Applied policy arguments start a lineage, trained from the log, that then serves...
+    learned = server.learn()
+    assert "for the new settings learned" in learned and "now serves" in learned, learned
+    # ...and going back to the instance's own arguments starts another.
     assert admin.reset_policy()["name"] == "keyart"
+    assert "now serves" in server.learn()
+    time.sleep(1.0)  # both workers poll (every 0.1 s) and serve the new lineage
     admin.delete_evaluation("first-eval")
     with pytest.raises(ResourceNotFoundError):
         admin.get_evaluation("first-eval", start_time=now, end_time=now)
