@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from bandit.rewards import RewardConfig
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """Whether SIGTERM or SIGINT has arrived since this was called (long-running commands
+    finish what they are doing and exit, rather than die mid-write)."""
+    stopped = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return lambda: stopped
 
 
 def _settings() -> Settings:
@@ -180,14 +194,7 @@ def learn(once: bool) -> None:
                 f"decisions (cursor {trained.cursor}) and {state}"
             )
         return
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = _stop_on_signals()
     every, wait = settings.learn_interval_seconds, settings.reward_wait
     click.echo(f"learning every {every:g}s (reward wait {wait:g}s)")
     # No schema check: the long-running learner (the one `keyart serve` starts) rides out a
@@ -200,7 +207,7 @@ def learn(once: bool) -> None:
                 learning,
                 every,
                 settings.learner_takeover_seconds,
-                lambda: stopping,
+                stopping,
                 retrain_days=settings.retrain_days,
                 after_pass=(lambda session: optimize_when_due(session, settings))
                 if settings.auto_optimize
@@ -320,17 +327,10 @@ def _demo_traffic(url: str, rate: float) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise click.ClickException(f"--url must be an http:// or https:// address, got {url!r}")
-    stopping = False
-
-    def _stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stopping = _stop_on_signals()
     audience = Audience(url.rstrip("/"), demo_titles(), rate)
     click.echo(f"demo traffic: {rate:g} page views a second to {url} (stop with Ctrl-C)")
-    made = run(audience, lambda: stopping, report=click.echo)
+    made = run(audience, stopping, report=click.echo)
     click.echo(f"demo traffic: stopped after {made} decisions")
 
 
