@@ -62,10 +62,8 @@ def test_every_line_a_request_logs_carries_its_id(
 
 def _sample(scraped: str, name: str) -> float:
     for line in scraped.splitlines():
-        if (
-            line.startswith(name + " ")
-            or (line.startswith(name + "{")
-            and line.split(" ")[0] == name)
+        if line.startswith(name + " ") or (
+            line.startswith(name + "{") and line.split(" ")[0] == name
         ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -167,3 +165,30 @@ def test_gunicorn_access_log_is_json_with_the_request_id(
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_served_policy_version_and_age_are_reported(
+    app: Flask, client: FlaskClient, editor_headers: dict[str, str], session
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from bandit.learner import RewardConfig, learn_once
+    from bandit.models import utcnow
+    from tests.helpers import runtime
+
+    client.post("/api/v1/titles", json={"id": "show", "name": "Show"}, headers=editor_headers)
+    for composition in ("portrait", "landscape"):
+        assert (
+            upload(client, editor_headers, "show", poster_bytes("V", composition)).status_code
+            == 201
+        )
+    client.post("/api/v1/decisions", json={"titles": ["show"]})
+    report = learn_once(
+        session, runtime(app).settings.vw_args, RewardConfig(), now=utcnow() + timedelta(days=1)
+    )
+    assert report.version == 1
+    runtime(app).policy.refresh()
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert "keyart_serving_policy_version 1.0" in scraped
+    age = _sample(scraped, "keyart_serving_policy_age_seconds")
+    assert 0 < age < 3600  # 0.0 exactly would be the gauge never set
