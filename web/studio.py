@@ -33,7 +33,15 @@ from wtforms import (
     PasswordField,
     StringField,
 )
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, Regexp
+from wtforms.validators import (
+    DataRequired,
+    Email,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+)
 
 from artwork import catalog
 from artwork.errors import ArtworkError
@@ -101,8 +109,9 @@ class ArtworkEditForm(FlaskForm):
 
 class FocusForm(FlaskForm):
     artwork_id = HiddenField(validators=[DataRequired(), Length(max=64)])
-    x = FloatField("Focus x (0–1)", validators=[DataRequired(message="0 to 1"), NumberRange(0, 1)])
-    y = FloatField("Focus y (0–1)", validators=[DataRequired(message="0 to 1"), NumberRange(0, 1)])
+    # InputRequired, not DataRequired: 0 is a focal point on the picture's edge.
+    x = FloatField("Focus x (0–1)", validators=[InputRequired(), NumberRange(0, 1)])
+    y = FloatField("Focus y (0–1)", validators=[InputRequired(), NumberRange(0, 1)])
 
 
 class EditorForm(FlaskForm):

@@ -115,6 +115,13 @@ def test_a_focal_point_cuts_the_crops_again(
         follow_redirects=True,
     )
     assert "Focus x (0–1)" in out_of_range.get_data(as_text=True)
+    edge = client.post(
+        "/studio/titles/show",
+        data={"focus-csrf_token": csrf, "focus-artwork_id": artwork["id"],
+              "focus-x": "0", "focus-y": "1"},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert "Moved the focal point" in edge and 'value="0.00"' in edge
 
 
 def test_results_verdicts_and_the_policy_page(
