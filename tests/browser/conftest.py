@@ -126,7 +126,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        # Not a pipe: the server logs every request as a JSON line on stderr, and a pipe
+        # nobody reads fills up and stalls its workers mid-journey.
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     try:

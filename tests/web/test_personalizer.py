@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +67,7 @@ class Server:
         self.token = cli(self.env, "editor", "create", "ranker@example.com").split()[-1]
         self.base = f"http://127.0.0.1:{_free_port()}"
         port = self.base.rsplit(":", 1)[1]
+        self.errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the server's life long
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -81,7 +83,9 @@ class Server:
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: the server logs every request as a JSON line on stderr,
+            # and a pipe nobody reads until the end fills up and stalls its workers.
+            stderr=self.errors,
             text=True,
         )
         deadline = time.monotonic() + 60
@@ -124,7 +128,10 @@ class Server:
             self.process.wait(timeout=30)
         finally:
             self.process.kill()
-            _, errors = self.process.communicate()
+            self.process.wait()
+            self.errors.seek(0)
+            errors = self.errors.read()
+            self.errors.close()
         assert "Traceback" not in errors, errors
 
 
