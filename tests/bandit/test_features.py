@@ -147,6 +147,8 @@ def test_settings_build_the_engine_from_the_environment(tmp_path) -> None:  # ty
             KEYART_INTERACTIONS="context*action",
             KEYART_HASH_BITS="16",
             KEYART_PROBABILITY_FLOOR="0.01",
+            KEYART_PROBABILITY_FLOOR_MIN="0.002",
+            KEYART_FLOOR_DECAY_EXAMPLES="800",
             KEYART_APPRENTICE_EXAMPLES="50",
             KEYART_STICKY_PERIOD="86400",
             KEYART_REWARD_VALUES="click=0.5, play=1, impression=0, add_to_list=0.3",
@@ -155,7 +157,9 @@ def test_settings_build_the_engine_from_the_environment(tmp_path) -> None:  # ty
     )
     assert settings.vw_args == "--cb_explore_adf --epsilon 0.05 --quiet -q ua -b 16"
     exploration = settings.exploration()
-    assert exploration == ExplorationConfig(0.01, 50, 86400.0, exploration.viewer_key)
+    assert exploration == ExplorationConfig(
+        0.01, 50, 86400.0, exploration.viewer_key, floor_min=0.002, floor_decay_examples=800
+    )
     assert len(exploration.viewer_key) == 32  # derived from the secret key (see test_public_api)
     assert settings.reward_values == {
         "click": 0.5,

@@ -158,7 +158,12 @@ def test_one_learner_leads_and_a_standby_takes_over_when_it_is_killed(
     assert time.monotonic() - killed <= TAKEOVER * 2
     _decide(client, 20)
     _until(lambda: _learned_through(session) >= _last_decision(session), 60, "standby learns")
-    assert sum(p["learned"] for p in learners.passes(standby)) == 20
+    # Its log line follows the pass's commit: wait for it too.
+    _until(
+        lambda: sum(p["learned"] for p in learners.passes(standby)) == 20,
+        30,
+        "the standby logs the 20 decisions it learned",
+    )
     assert any(line["message"] == "learner leads" for line in learners.lines(standby))
 
 
