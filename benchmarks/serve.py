@@ -397,8 +397,9 @@ def median(values: list[float]) -> float:
 
 
 def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
-    """A py-spy sampling profile of one worker under page load at the lowest concurrency,
-    summarised by function (self and inclusive share of samples), written to `out`."""
+    """A py-spy sampling profile of one worker under page load at the lowest concurrency
+    (the thread holding the GIL, 250 times a second), summarised by function (self and
+    inclusive share of samples), written to `out`."""
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -435,7 +436,9 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
             "raw",
             "--output",
             str(raw),
-            "--nonblocking",
+            # Only the thread holding the GIL: where the worker's Python time goes (threads
+            # waiting for a lock, a socket or the GIL are not counted).
+            "--gil",
         ],
         check=True,
         capture_output=True,
@@ -464,7 +467,7 @@ def summarise_profile(raw: str, top: int = 30) -> str:
         own[name] = own.get(name, 0) + count
         for frame in {_frame(f) for f in frames}:
             inclusive[frame] = inclusive.get(frame, 0) + count
-    lines = [f"{total} samples (non-idle threads)", "", "  self%   incl%  function"]
+    lines = [f"{total} samples of the thread holding the GIL", "", "  self%   incl%  function"]
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * n / total:6.1f}  {100 * inclusive[name] / total:6.1f}  {name}")
     lines += ["", "  incl%  function (inclusive, top)"]
