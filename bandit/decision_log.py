@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Engine, PoolProxiedConnection
+from sqlalchemy import JSON, Boolean, DateTime, Dialect, Engine, PoolProxiedConnection
 
 from bandit.models import CandidateSet, Decision, utcnow
 
@@ -70,6 +70,9 @@ def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
             step = column_type.dialect_impl(dialect).bind_processor(dialect)
             if step is not None and isinstance(column_type, DateTime):
                 step = _last_of(step)
+            elif isinstance(column_type, Boolean) and dialect.name == "sqlite":
+                # SQLAlchemy's processor is int(); sqlite3 binds a bool as the int it is.
+                step = None
             steps.append(step)
     values = operator.attrgetter(*_COLUMNS)
     converted = [(i, step) for i, step in enumerate(steps) if step is not None]
