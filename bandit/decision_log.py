@@ -241,8 +241,8 @@ class GroupCommitLog:
             # returns, so it survives the process crashing or being killed; the WAL reaches
             # the disk at each checkpoint (`_checkpoint`, every quarter second under load). A
             # power cut can lose the commits since the last one. FULL also syncs every
-            # commit, which cost 6 ms each on the benchmark's disk: most of a single
-            # title's latency.
+            # commit, which cost 0.3 to 6 ms each on the benchmark's machine (as other work's
+            # I/O came and went): up to most of a single title's latency.
             driver.execute(f"PRAGMA synchronous={self._synchronous}")
             # Checkpoints run after a commit is answered (`_checkpoint`), not inside
             # whichever commit crosses SQLite's threshold, where one request waited for the
