@@ -19,11 +19,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Engine, PoolProxiedConnection
+from sqlalchemy import JSON, Boolean, DateTime, Dialect, Engine, PoolProxiedConnection
 
 from bandit.models import CandidateSet, Decision, utcnow
 
@@ -71,6 +70,9 @@ def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
             step = column_type.dialect_impl(dialect).bind_processor(dialect)
             if step is not None and isinstance(column_type, DateTime):
                 step = _last_of(step)
+            elif isinstance(column_type, Boolean) and dialect.name == "sqlite":
+                # SQLAlchemy's processor is int(); sqlite3 binds a bool as the int it is.
+                step = None
             steps.append(step)
     values = operator.attrgetter(*_COLUMNS)
     converted = [(i, step) for i, step in enumerate(steps) if step is not None]
@@ -104,12 +106,16 @@ class StaleWrite(DecisionLogError):
 
 @dataclass(slots=True, eq=False)
 class _Entry:
-    """One `write()`: its rows, the future its caller waits on, and the guard value it was
-    decided with (None: unguarded)."""
+    """One `write()`: its rows, the lock its caller waits on (held until the writer answers:
+    a bare lock rather than a `concurrent.futures.Future`, whose condition variable cost a
+    tenth of a worker's time under page load), and the guard value it was decided with
+    (None: unguarded)."""
 
     rows: list[tuple[Any, ...]]
-    done: Future[None]
+    done: threading.Lock
     expect: Any = None
+    # What the writer answered: None for committed.
+    error: Exception | None = None
     # Candidate sets its rows name that the writer had not stored yet: id → JSON text.
     sets: dict[str, str] | None = None
 
@@ -235,8 +241,8 @@ class GroupCommitLog:
             # returns, so it survives the process crashing or being killed; the WAL reaches
             # the disk at each checkpoint (`_checkpoint`, every quarter second under load). A
             # power cut can lose the commits since the last one. FULL also syncs every
-            # commit, which cost 6 ms each on the benchmark's disk: most of a single
-            # title's latency.
+            # commit, which cost 0.3 to 6 ms each on the benchmark's machine (as other work's
+            # I/O came and went): up to most of a single title's latency.
             driver.execute(f"PRAGMA synchronous={self._synchronous}")
             # Checkpoints run after a commit is answered (`_checkpoint`), not inside
             # whichever commit crosses SQLite's threshold, where one request waited for the
@@ -337,7 +343,8 @@ class GroupCommitLog:
         with (see the class)."""
         if not decisions:
             return
-        done: Future[None] = Future()
+        done = threading.Lock()
+        done.acquire()
         entry = _Entry([self._encode(d) for d in decisions], done, expect)
         stored = self._stored_sets
         for decision, row in zip(decisions, entry.rows, strict=True):
@@ -351,17 +358,17 @@ class GroupCommitLog:
             self._pending.append(entry)
             if self._writer_idle:  # while it gathers a batch, waking it would only cost
                 self._condition.notify()
-        try:
-            done.result(timeout=self._timeout)
-        except TimeoutError:
+        if not done.acquire(timeout=self._timeout):
             with self._condition:
                 queued = [i for i, e in enumerate(self._pending) if e is entry]
                 if queued:
                     # Never written: withdraw it, so no decision is logged that was not served.
                     del self._pending[queued[0]]
-                    raise DecisionLogError("the decision log did not commit in time") from None
+                    raise DecisionLogError("the decision log did not commit in time")
             # Already in the commit under way: its outcome is this request's.
-            done.result()
+            done.acquire()
+        if entry.error is not None:
+            raise entry.error
 
     @property
     def queued(self) -> int:
@@ -523,7 +530,5 @@ class GroupCommitLog:
         with self._condition:
             self._in_flight = max(0, self._in_flight - len(taken))
         for entry in taken:
-            if error is None:
-                entry.done.set_result(None)
-            else:
-                entry.done.set_exception(error)
+            entry.error = error
+            entry.done.release()

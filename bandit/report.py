@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scipy.stats import binomtest
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
@@ -36,6 +35,10 @@ class Rate:
         near zero, where the normal approximation is not)."""
         if trials == 0:
             return cls(successes, None, None, None)
+        # Imported here: scipy.stats is 80 MB of a serving worker's memory and a second of its
+        # start, for a report editors ask for now and then.
+        from scipy.stats import binomtest
+
         interval = binomtest(successes, trials).proportion_ci(0.95, method="wilson")
         return cls(successes, successes / trials, float(interval.low), float(interval.high))
 

@@ -397,8 +397,9 @@ def median(values: list[float]) -> float:
 
 
 def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
-    """A py-spy sampling profile of one worker under page load at the lowest concurrency,
-    summarised by function (self and inclusive share of samples), written to `out`."""
+    """A py-spy sampling profile of one worker under page load at the lowest concurrency
+    (the thread holding the GIL, 250 times a second), summarised by function (self and
+    inclusive share of samples), written to `out`."""
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -435,7 +436,9 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
             "raw",
             "--output",
             str(raw),
-            "--nonblocking",
+            # Only the thread holding the GIL: where the worker's Python time goes (threads
+            # waiting for a lock, a socket or the GIL are not counted).
+            "--gil",
         ],
         check=True,
         capture_output=True,
@@ -443,6 +446,7 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
     load.wait()
     summary = summarise_profile(raw.read_text())
     out.write_text(summary)
+    shutil.copy(raw, out.with_suffix(".raw"))
     print(f"\nprofile of a {server.name} worker under page load ({out}):\n{summary}")
 
 
@@ -464,13 +468,45 @@ def summarise_profile(raw: str, top: int = 30) -> str:
         own[name] = own.get(name, 0) + count
         for frame in {_frame(f) for f in frames}:
             inclusive[frame] = inclusive.get(frame, 0) + count
-    lines = [f"{total} samples (non-idle threads)", "", "  self%   incl%  function"]
+    lines = [f"{total} samples of the thread holding the GIL", "", "where the time goes:"]
+    for label, share in profile_groups(raw).items():
+        lines.append(f"{share:6.1f}%  {label}")
+    lines += ["", "  self%   incl%  function"]
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * n / total:6.1f}  {100 * inclusive[name] / total:6.1f}  {name}")
     lines += ["", "  incl%  function (inclusive, top)"]
     for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"{100 * n / total:6.1f}  {name}")
     return "\n".join(lines) + "\n"
+
+
+# Each sampled stack goes to the first group one of its frames names.
+GROUPS = (
+    ("VW: parsing and predicting", ("Policy._predict", "TextFormatParser.parse_line")),
+    ("the decision log: encoding rows, the writer thread, commits", ("GroupCommitLog.",)),
+    ("drawing decisions (choose, less VW)", ("choose (",)),
+    ("the rest of a decision: catalog, images, answers", ("choose_artwork (",)),
+    ("HTTP: Flask, validation, JSON", ("Flask.__call__",)),
+)
+
+
+def profile_groups(raw: str) -> dict[str, float]:
+    """The share of samples in each of `GROUPS`, and the rest (gunicorn's own work)."""
+    counts = dict.fromkeys([label for label, _ in GROUPS], 0)
+    rest, total = 0, 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(count_text)
+        for label, names in GROUPS:
+            if any(name in stack for name in names):
+                counts[label] += int(count_text)
+                break
+        else:
+            rest += int(count_text)
+    counts["gunicorn's worker: connections, threads, queues"] = rest
+    return {label: 100 * n / max(total, 1) for label, n in counts.items()}
 
 
 def _frame(frame: str) -> str:

@@ -75,6 +75,29 @@ def _read_titles(engine: Engine, ids: list[str]) -> tuple[int, list[tuple[Any, .
         return int(version), cursor.fetchall()
 
 
+class _Renditions:
+    """One variant's renditions as read, by (preset, format), and the best of them for each
+    (preset, wanted format) asked so far: worked out once per read, not per decision."""
+
+    __slots__ = ("by_key", "chosen")
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, str], dict[str, Any]] = {}
+        self.chosen: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def best(self, preset: str, fmt: str) -> dict[str, Any] | None:
+        """`fmt` if made, else the next best."""
+        try:
+            return self.chosen[(preset, fmt)]
+        except KeyError:
+            by_key = self.by_key
+            found = next(
+                (by_key[(preset, f)] for f in (fmt, *FORMATS) if (preset, f) in by_key), None
+            )
+            self.chosen[(preset, fmt)] = found
+            return found
+
+
 class ServingCatalog:
     """Titles' active variants, cached with the catalog version; renditions per variant.
 
@@ -87,7 +110,7 @@ class ServingCatalog:
         # Titles as read at `version` (None: no such title); emptied when it moves on.
         self.version: int | None = None
         self._titles: dict[str, Slot | None] = {}
-        self._images: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._images: dict[str, _Renditions] = {}
         self._placeholders: dict[str, dict[str, Any] | None] = {}
         # Renditions are re-read after this long, so a variant re-rendered (new presets, a
         # reprocess) is served with its new images within that time.
@@ -170,9 +193,9 @@ class ServingCatalog:
             a for a in wanted if a not in self._images or now - self._loaded_at[a] > self._ttl
         ]
         if missing:
-            loaded: dict[str, dict[tuple[str, str], dict[str, Any]]] = {a: {} for a in missing}
+            loaded = {a: _Renditions() for a in missing}
             for artwork_id, name, kind, key, width, height in _run(engine, _RENDITIONS, missing):
-                loaded[artwork_id][(name, kind)] = {
+                loaded[artwork_id].by_key[(name, kind)] = {
                     "url": self._media_prefix + key,
                     "width": width,
                     "height": height,
@@ -186,11 +209,10 @@ class ServingCatalog:
                 self._placeholders.update(placeholders)
                 self._loaded_at.update(dict.fromkeys(loaded, now))
         out: dict[str, dict[str, Any] | None] = {}
+        images = self._images
         for artwork_id in wanted:
-            by_key = self._images.get(artwork_id, {})
-            out[artwork_id] = next(
-                (by_key[(preset, f)] for f in (fmt, *FORMATS) if (preset, f) in by_key), None
-            )
+            renditions = images.get(artwork_id)
+            out[artwork_id] = renditions.best(preset, fmt) if renditions is not None else None
         return out
 
     def placeholder(self, artwork_id: str, preset: str) -> dict[str, Any] | None:

@@ -82,3 +82,41 @@ def test_serving_and_uploading_never_import_torch_in_the_web_process(
     assert out["uploaded"] == 201 and out["features"]["faces"] == "one"
     assert out["studio"]  # an upload through the studio's form, too
     assert out["heavy"] == []
+
+
+DECIDE_ONLY = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from web import create_app
+    from web.config import Settings
+    url, media = sys.argv[1], sys.argv[2]
+    settings = Settings(var_dir=Path(media).parent, database_url=url, media_dir=Path(media),
+                        secret_key="test-secret-key-0123456789", policy_poll_seconds=3600.0)
+    app = create_app(settings, {"TESTING": True})
+    decided = app.test_client().post("/api/v1/decisions", json={"titles": ["show"]}).json
+    app.extensions["keyart"].policy.stop()
+    app.extensions["keyart"].decision_log.stop(timeout=30)
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & {"scipy", "torch", "cv2"})
+    print(json.dumps({"decided": decided, "heavy": heavy}))
+    """
+)
+
+
+def test_a_process_that_only_decides_never_imports_scipy(
+    client: FlaskClient, editor_headers: dict[str, str], settings: Settings
+) -> None:
+    # SciPy's statistics (editors' serving reports) were a third of a serving worker's memory.
+    client.post("/api/v1/titles", json={"id": "show", "name": "Show"}, headers=editor_headers)
+    for composition in ("portrait", "landscape"):
+        assert upload(client, editor_headers, "show", poster_bytes("S", composition)).status_code
+    result = subprocess.run(
+        [sys.executable, "-c", DECIDE_ONLY, settings.database_url, str(settings.media_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    (decision,) = out["decided"]["decisions"]
+    assert decision["artwork_id"]
+    assert out["heavy"] == []
