@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import timedelta
 
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from tests.helpers import poster_bytes, upload
+from bandit.learner import learn_once
+from bandit.models import utcnow
+from tests.helpers import poster_bytes, runtime, upload
 from web.auth import create_editor
 
 
@@ -149,6 +152,14 @@ def test_results_verdicts_and_the_policy_page(
     assert results["verdicts"][0]["verdict"].split(" (")[0] in page
     policy = client.get("/studio/policy").get_data(as_text=True)
     assert "Titles: apprentice or policy" in policy and "No offline evaluation yet" in policy
+    assert "No lineage yet" in policy
+    # After a learner pass the page lists the lineage that serves, with its settings.
+    settings = runtime(client.application).settings
+    later = utcnow() + timedelta(hours=1)
+    learn_once(session, settings.vw_args, settings.reward_config(), now=later)
+    policy = client.get("/studio/policy").get_data(as_text=True)
+    assert "<td>serving</td>" in policy and "first lineage" in policy
+    assert settings.vw_args in policy
 
 
 def test_only_admins_manage_editors(
