@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from datetime import datetime
 from typing import Any
 
@@ -14,10 +13,10 @@ from artwork import catalog
 from artwork.catalog import Upload
 from artwork.errors import ArtworkError
 from artwork.models import Artwork, Title
-from bandit.config import NAMESPACES
 from bandit.features import Candidate
 from bandit.lineages import describe, history, store_settings, stored_settings
 from bandit.models import Decision, utcnow
+from bandit.optimizer import LearningCandidate
 from bandit.report import (
     LoggedOutcome,
     action_report,
@@ -315,14 +314,8 @@ def _age(lineage: dict[str, Any] | None) -> float | None:
 
 def _vw_parts(vw_args: str) -> dict[str, Any]:
     """Interactions and hash bits, read back from a composed VW command line."""
-    roles = {letter[0]: role for role, letter in NAMESPACES.items()}
-    argv = shlex.split(vw_args)
-    crosses, bits = [], None
-    for flag, value in zip(argv, [*argv[1:], ""], strict=True):
-        if flag == "-q" and len(value) == 2:
-            crosses.append("*".join(roles.get(c, c) for c in value))
-        elif flag == "-b" and value.isdigit():
-            bits = int(value)
+    candidate, bits = LearningCandidate.from_vw_args(vw_args)
+    crosses = [pair.strip() for pair in candidate.interactions.split(",") if pair.strip()]
     return {"interactions": crosses, "hash_bits": bits}
 
 
