@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -208,5 +209,22 @@ def test_pages_are_logged_and_exported_exactly_as_before(
         (GOLDEN / "page_log_rows.json").write_text(rows_text)
         (GOLDEN / "page_log.dsjson").write_text(out.getvalue())
     assert written > 10
-    assert rows_text == (GOLDEN / "page_log_rows.json").read_text()
-    assert out.getvalue() == (GOLDEN / "page_log.dsjson").read_text()
+    _same(rows_text, (GOLDEN / "page_log_rows.json").read_text())
+    _same(out.getvalue(), (GOLDEN / "page_log.dsjson").read_text())
+
+
+# A float written with more than 7 significant digits: VW's float32 arithmetic.
+_LONG_FLOAT = re.compile(r"-?\d+\.\d{7,}(?:e-?\d+)?")
+
+
+def _same(text: str, expected: str) -> None:
+    """Byte for byte, except for VW's probabilities. VW learns and scores in float32, and
+    its last bits differ between CPUs (whether its kernels use FMA); over the 300 updates
+    that train this model the differences grow to 3e-4 relative: 0.7774533558354596 on the
+    machine that wrote the files, 0.7775038301897382 on an AMD EPYC. Everything else, the
+    choices, seeds, ids, layout and every other value, must match exactly; and within a run
+    the logged probability is exactly the answered one (asserted above)."""
+    assert _LONG_FLOAT.split(text) == _LONG_FLOAT.split(expected)
+    found = [float(f) for f in _LONG_FLOAT.findall(text)]
+    wanted = [float(f) for f in _LONG_FLOAT.findall(expected)]
+    assert found == pytest.approx(wanted, rel=1e-3, abs=1e-9)
