@@ -499,7 +499,13 @@ class GroupCommitLog:
                     self._insert(connection, rows, sets)
                     self._stored_sets.update(sets)
             except Exception as error:  # every waiting request hears of it
-                log.exception("writing %d decisions failed", len(rows))
+                # One line, not a traceback: in an outage this happens at every commit.
+                log.warning(
+                    "writing %d decisions failed: %s: %s",
+                    sum(len(entry.rows) for entry in taken),
+                    type(error).__name__,
+                    str(error).strip().splitlines()[0] if str(error).strip() else "",
+                )
                 # Whatever it was, the sets this writer remembers storing are in doubt (the
                 # database may have been restored or emptied): from now on, send them again.
                 self._stored_sets.clear()

@@ -319,6 +319,15 @@ class Slot:
     tokens: str | None = None
     logged: JSONList | None = None  # `logged_candidates(candidates)`, when cached
 
+    @property
+    def fallback_id(self) -> str | None:
+        """What to show when no decision can be made and logged: the default if it is
+        among the candidates, else the first of them (None: no candidates)."""
+        ids = [c.id for c in self.candidates]
+        if self.default_id in ids:
+            return self.default_id
+        return ids[0] if ids else None
+
 
 class CandidatesUnavailable(RuntimeError):
     """The reader could not read the candidates (nothing was decided or logged)."""

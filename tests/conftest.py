@@ -110,6 +110,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # Tests refresh the policy explicitly rather than wait for the poller.
         policy_poll_seconds=3600.0,
         presets=TEST_PRESETS,
+        # A commit on a loaded test machine can take longer than production's half second,
+        # and would be answered as a fallback; the fallback tests set their own.
+        decision_timeout=10.0,
     )
 
 
@@ -120,6 +123,7 @@ def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
         "KEYART_DATABASE_URL": database_url,
         "KEYART_VAR_DIR": str(tmp_path / "var"),
         "KEYART_SECRET_KEY": "test-secret-key-0123456789",
+        "KEYART_DECISION_TIMEOUT": "10",  # as `settings` above
     }
 
 

@@ -3,6 +3,7 @@ and the `keyart` command line."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -14,11 +15,13 @@ from artwork.isolation import shared_pipeline_process
 from bandit.decision_log import GroupCommitLog
 from bandit.snapshots import ServingPolicy
 from web.config import Settings, load_settings
-from web.db import make_engine, make_sessionmaker
+from web.db import ReadUnavailable, make_engine, make_sessionmaker
 from web.errors import ApiError
 from web.schemas import storable
 from web.serving_catalog import CATALOG_VERSION, ServingCatalog
 from web.state import Runtime
+
+log = logging.getLogger(__name__)
 
 # Endpoints left out of `keyart_request_seconds`.
 _UNTIMED = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus"})
@@ -52,18 +55,25 @@ def create_app(
     sessions = make_sessionmaker(engine)
     from web import metrics  # see below: after PROMETHEUS_MULTIPROC_DIR is set
 
+    catalog = ServingCatalog(media_prefix=settings.media_prefix)
+
+    def _after_poll(policy: ServingPolicy) -> None:
+        metrics.observe_serving_policy(policy)
+        # The snapshot fallback answers come from, kept as fresh as the policy.
+        try:
+            catalog.refresh(engine)
+        except ReadUnavailable as error:
+            log.warning("the catalog snapshot was not refreshed: %s", error)
+
     policy = ServingPolicy(
-        sessions,
-        settings.vw_args,
-        settings.policy_poll_seconds,
-        on_poll=metrics.observe_serving_policy,
+        sessions, settings.vw_args, settings.policy_poll_seconds, on_poll=_after_poll
     )
     app.extensions["keyart"] = Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
         store=settings.blob_store(),
-        catalog=ServingCatalog(media_prefix=settings.media_prefix),
+        catalog=catalog,
         policy=policy,
         rewards=settings.reward_config(),
         limits=settings.ingest_limits,
@@ -78,6 +88,9 @@ def create_app(
         decision_log=GroupCommitLog(
             make_engine(settings.database_url),
             settings.decision_commit_max,
+            # A page not committed by then is withdrawn and answered from the catalog
+            # snapshot instead (`web.personalize`).
+            timeout_seconds=settings.decision_timeout,
             owns_engine=True,
             # Decisions made from a catalog older than the database's are refused (and made
             # again): what lets serving cache the catalog (web/serving_catalog.py).

@@ -63,13 +63,18 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
     modes = Counter(d["mode"] for d in decided if "mode" in d)
     for mode, count in modes.items():
         metrics.DECISION_MODES.labels(mode).inc(count)
+    if modes["fallback"]:
+        metrics.FALLBACK_ANSWERS.inc(modes["fallback"])
     return decided, negotiated
 
 
-def _vary(response: Response, negotiated: bool) -> Response:
+def _vary(response: Response, negotiated: bool, decided: list[dict[str, Any]]) -> Response:
     if negotiated:
         response.vary.add("Accept")
     response.headers["Cache-Control"] = "no-store"
+    # A page falls back as a whole (`web.personalize._fallback`), so its first answer tells.
+    if any(d.get("mode") == "fallback" for d in decided[:1]):
+        response.headers["Keyart-Fallback"] = "1"
     return response
 
 
@@ -85,7 +90,7 @@ def _answer(value: Any) -> Response:
 @bp.post("/decisions")
 def decisions() -> Response:
     decided, negotiated = _decide(json_body(DecisionsRequest))
-    return _vary(_answer({"decisions": decided}), negotiated)
+    return _vary(_answer({"decisions": decided}), negotiated, decided)
 
 
 _RESERVED = {"user", "rendition", "format", "defer_activation"}
@@ -133,8 +138,8 @@ def one_title(title_id: str) -> tuple[Response, int]:
     status = 200
     if "error" in decision:
         status = 404 if decision["error"]["code"] == "unknown_title" else 409
-        return _vary(_answer({"error": decision["error"]}), negotiated), status
-    return _vary(_answer(decision), negotiated), status
+        return _vary(_answer({"error": decision["error"]}), negotiated, decided), status
+    return _vary(_answer(decision), negotiated, decided), status
 
 
 @bp.post("/events")

@@ -116,6 +116,9 @@ class Settings:
     # Seconds the decision log's writer lets more requests join a commit when the last one
     # was shared (under load: more decisions per commit, at most this much more latency).
     decision_commit_delay: float = 0.002
+    # Seconds a decision request waits for the catalog and the log before it is answered
+    # from the process's last catalog snapshot instead (`"mode": "fallback"`, not logged).
+    decision_timeout: float = 0.5
     # Seconds the learner waits past the reward window for in-flight writes to commit
     # (KEYART_REWARD_SETTLE defaults to 5; 0 here so code building Settings joins exactly).
     reward_settle: float = 0.0
@@ -177,6 +180,9 @@ class Settings:
             raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
         if not (0 <= self.decision_commit_delay <= 1):
             raise ConfigError("KEYART_DECISION_COMMIT_DELAY must be from 0 to 1 second")
+        # Under 10 ms a busy but healthy database would be taken for an outage.
+        if not (0.01 <= self.decision_timeout <= 60):
+            raise ConfigError("KEYART_DECISION_TIMEOUT must be from 0.01 to 60 seconds")
         if not (0.0 <= self.probability_floor < 0.5):
             raise ConfigError("KEYART_PROBABILITY_FLOOR must be at least 0 and below 0.5")
         if self.probability_floor_min is not None and not (
@@ -560,6 +566,7 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
         "decision_commit_delay": _number(env, "KEYART_DECISION_COMMIT_DELAY", 0.002),
+        "decision_timeout": _number(env, "KEYART_DECISION_TIMEOUT", 0.5),
         "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
     }
 

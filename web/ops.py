@@ -11,7 +11,6 @@ from sqlalchemy import text
 from werkzeug.routing import Map
 
 from web import metrics
-from web.errors import ApiError
 from web.schemas import SCHEMAS
 from web.state import db, runtime
 
@@ -24,17 +23,28 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-def readyz() -> Response:
+def readyz() -> Response | tuple[Response, int]:
+    # `fallback`: whether this process is answering decisions from its catalog snapshot
+    # (`web.personalize`), ready or not.
+    fallback = runtime().fallback.describe()
     try:
         db().execute(text("SELECT 1"))
     except Exception as error:
-        raise ApiError(
-            503, "database_unreachable", f"database not reachable: {type(error).__name__}"
-        ) from None
+        return _not_ready(
+            "database_unreachable", f"database not reachable: {type(error).__name__}", fallback
+        )
     policy = runtime().policy
     if not policy.loaded:
-        raise ApiError(503, "policy_not_loaded", "the policy snapshot has not been read yet")
-    return jsonify({"status": "ready", "policy_version": policy.current.version})
+        return _not_ready(
+            "policy_not_loaded", "the policy snapshot has not been read yet", fallback
+        )
+    return jsonify(
+        {"status": "ready", "policy_version": policy.current.version, "fallback": fallback}
+    )
+
+
+def _not_ready(code: str, message: str, fallback: dict[str, Any]) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}, "fallback": fallback}), 503
 
 
 def learner_status() -> tuple[float, dict[str, Any] | None]:
@@ -75,6 +85,11 @@ def _json(description: str, schema: str | dict[str, Any] | None = None) -> dict[
 
 EDITOR = [{"bearer": []}]
 _ANY: dict[str, Any] = {}
+# Sent, as "1", when the answer came from the catalog snapshot (the database was out).
+_FALLBACK_HEADER = {
+    "description": "1: fallback answers from the last catalog snapshot; nothing was logged",
+    "schema": {"type": "string", "enum": ["1"]},
+}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
 # Answers' shapes (requests' come from web.schemas). Loose where a field is open-ended
@@ -107,8 +122,9 @@ RESPONSE_SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "placeholder": {"type": ["object", "null"]},
+            # Null in a fallback answer (`mode` "fallback"): nothing was logged.
             "probability": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-            "policy_version": {"type": "integer"},
+            "policy_version": {"type": ["integer", "null"]},
             "mode": {"enum": ["policy", "apprentice", "single", "fallback"]},
             "error": {"$ref": "#/components/schemas/ErrorDetail"},
         },
@@ -232,7 +248,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "api.decisions": {
         "summary": "Choose artwork for a page of titles",
         "requestBody": _body("DecisionsRequest"),
-        "responses": {"200": _json("One decision per title", "Decisions")},
+        "responses": {
+            "200": {
+                **_json("One decision per title", "Decisions"),
+                "headers": {"Keyart-Fallback": _FALLBACK_HEADER},
+            }
+        },
     },
     "api.one_title": {
         "summary": "Choose artwork for one title; context from the query",
@@ -247,7 +268,12 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                 ("device", {"type": "string"}),
             )
         ],
-        "responses": {"200": _json("A decision", "Decision")},
+        "responses": {
+            "200": {
+                **_json("A decision", "Decision"),
+                "headers": {"Keyart-Fallback": _FALLBACK_HEADER},
+            }
+        },
     },
     "api.events": {
         "summary": "Report impressions, clicks and plays",
@@ -357,7 +383,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     },
     "ops.healthz": {"summary": "Process up", "responses": {"200": _json("ok")}},
     "ops.readyz": {
-        "summary": "Database reachable, policy loaded",
+        "summary": "Database reachable, policy loaded; `fallback` says whether this process"
+        " is answering decisions from its catalog snapshot",
         "responses": {"200": _json("ready")},
     },
     "ops.prometheus": {

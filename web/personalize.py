@@ -55,12 +55,68 @@ def choose_artwork(runtime: Runtime, page: PageRequest) -> list[dict[str, Any]]:
             page.titles, page.context, user=page.user, deferred=page.deferred, prepare=images
         )
     except (CandidatesUnavailable, ReadUnavailable) as error:
-        raise ApiError(503, "catalog_unavailable", str(error)) from None
+        return _fallback(runtime, page, ApiError(503, "catalog_unavailable", str(error)))
     except CatalogChanging as error:
+        # The database answers; it is the catalog that moves: not an outage.
         raise ApiError(503, "catalog_changing", str(error)) from None
     except DecisionLogError as error:
-        raise ApiError(503, "log_unavailable", str(error)) from None
+        return _fallback(runtime, page, ApiError(503, "log_unavailable", str(error)))
+    runtime.fallback.ended()
     return _answers(runtime, page, decided.slots, decided.decisions, decided.prepared)
+
+
+def _fallback(runtime: Runtime, page: PageRequest, error: ApiError) -> list[dict[str, Any]]:
+    """The page answered from the process's last catalog snapshot, because the database
+    could not be read or the decisions could not be logged in time: each title's editor
+    default (or first active variant), marked `fallback`, with no event id or probability.
+    Nothing is logged, so nothing of it is learned or evaluated. With no title of the page
+    in the snapshot there is nothing to show, and `error` is raised (503)."""
+    known = runtime.catalog.last_known(page.titles)
+    if not known:
+        raise error
+    runtime.fallback.started(str(error))
+    shown = {t: slot.fallback_id for t, slot in known.items()}
+    images = runtime.catalog.image(
+        runtime.engine,
+        [a for a in shown.values() if a is not None],
+        page.rendition,
+        page.format,
+        cached_only=True,
+    )
+    out: list[dict[str, Any]] = []
+    for title_id in page.titles:
+        artwork_id = shown.get(title_id)
+        if artwork_id is None:
+            if title_id in known:
+                out.append({"title": title_id, "error": _missing(title_id, True)})
+            else:
+                message = (
+                    f"title {title_id!r} is not in this process's catalog snapshot, and the "
+                    "database is unavailable"
+                )
+                out.append(
+                    {"title": title_id, "error": {"code": "unknown_title", "message": message}}
+                )
+            continue
+        out.append(
+            {
+                "title": title_id,
+                "event_id": None,
+                "artwork_id": artwork_id,
+                "image": images[artwork_id],
+                "placeholder": runtime.catalog.placeholder(artwork_id, page.rendition),
+                "probability": None,
+                "policy_version": None,
+                "mode": "fallback",
+            }
+        )
+    return out
+
+
+def _missing(title_id: str, known: bool) -> dict[str, str]:
+    if not known:
+        return {"code": "unknown_title", "message": f"no title {title_id!r}"}
+    return {"code": "no_artwork", "message": f"title {title_id!r} has no active artwork"}
 
 
 def _answers(
@@ -75,14 +131,7 @@ def _answers(
     for title_id in page.titles:
         decision = by_title.get(title_id)
         if decision is None:
-            if title_id not in catalog:
-                error = {"code": "unknown_title", "message": f"no title {title_id!r}"}
-            else:
-                error = {
-                    "code": "no_artwork",
-                    "message": f"title {title_id!r} has no active artwork",
-                }
-            out.append({"title": title_id, "error": error})
+            out.append({"title": title_id, "error": _missing(title_id, title_id in catalog)})
             continue
         out.append(
             {

@@ -121,6 +121,11 @@ class ServingCatalog:
         self._candidates: dict[str, tuple[str, str, Candidate]] = {}
         # title id → (genres JSON, slot features, their VW tokens), likewise.
         self._slots: dict[str, tuple[str, dict[str, Any], str]] = {}
+        # Every title this process has read, as last read and the version it was read at:
+        # what fallback answers are made from while the database is out (`last_known`).
+        # Unlike the cache it is not emptied when the version moves on; `refresh` reads
+        # its titles again instead, so a change made before an outage is honoured in it.
+        self._snapshot: dict[str, tuple[int, Slot]] = {}
         self._lock = threading.Lock()
 
     def titles(
@@ -144,7 +149,48 @@ class ServingCatalog:
                 self.version = read_at
             if read_at == self.version:
                 self._titles.update(loaded)
+            self._remember(read_at, loaded)
         return {t: found for t in wanted if (found := loaded[t]) is not None}, read_at
+
+    def _remember(self, read_at: int, loaded: dict[str, Slot | None]) -> None:
+        # Under the lock. An entry is replaced only by a read at least as new as its own.
+        snapshot = self._snapshot
+        for title_id, slot in loaded.items():
+            held = snapshot.get(title_id)
+            if held is not None and held[0] > read_at:
+                continue
+            if slot is None:
+                snapshot.pop(title_id, None)  # deleted, or never a title
+            elif held is not None or len(snapshot) < _TITLE_CACHE:
+                snapshot[title_id] = (read_at, slot)
+
+    def last_known(self, title_ids: Iterable[str]) -> dict[str, Slot]:
+        """The titles among `title_ids` as this process last read them (no database read):
+        what a fallback answer shows."""
+        with self._lock:
+            snapshot = self._snapshot
+            return {t: held[1] for t in title_ids if (held := snapshot.get(t)) is not None}
+
+    def refresh(self, engine: Engine, batch: int = 500) -> int:
+        """Read again every remembered title older than the database's catalog version,
+        and the renditions of what each would fall back to; returns how many titles were
+        read. Run in the background (`web.create_app`'s poller), so that the snapshot
+        fallback answers come from is at most a poll older than the outage."""
+        with plain_reads(engine) as cursor:
+            cursor.execute(CATALOG_VERSION)
+            (version,) = cursor.fetchone()
+        with self._lock:
+            behind = [t for t, (read_at, _) in self._snapshot.items() if read_at < version]
+        for start in range(0, len(behind), batch):
+            self.titles(engine, behind[start : start + batch], fresh=True)
+        with self._lock:
+            shown = {slot.fallback_id for _, slot in self._snapshot.values()}
+        shown.discard(None)
+        now = time.monotonic()
+        stale = [a for a in shown if a not in self._images or now - self._loaded_at[a] > self._ttl]
+        for start in range(0, len(stale), batch):
+            self._load_images(engine, stale[start : start + batch], now)
+        return len(behind)
 
     def _servable(self, rows: list[tuple[Any, ...]]) -> dict[str, Slot]:
         found: dict[str, tuple[str | None, str, list[Candidate]]] = {}
@@ -184,36 +230,46 @@ class ServingCatalog:
         )
 
     def image(
-        self, engine: Engine, artwork_ids: Iterable[str], preset: str, fmt: str
+        self,
+        engine: Engine,
+        artwork_ids: Iterable[str],
+        preset: str,
+        fmt: str,
+        *,
+        cached_only: bool = False,
     ) -> dict[str, dict[str, Any] | None]:
-        """The rendition to show for each artwork: `fmt` if made, else the next best."""
+        """The rendition to show for each artwork: `fmt` if made, else the next best. With
+        `cached_only` nothing is read, however old the cache (a fallback answer's images)."""
         wanted = set(artwork_ids)
         now = time.monotonic()
         missing = [
             a for a in wanted if a not in self._images or now - self._loaded_at[a] > self._ttl
         ]
-        if missing:
-            loaded = {a: _Renditions() for a in missing}
-            for artwork_id, name, kind, key, width, height in _run(engine, _RENDITIONS, missing):
-                loaded[artwork_id].by_key[(name, kind)] = {
-                    "url": self._media_prefix + key,
-                    "width": width,
-                    "height": height,
-                    "format": kind,
-                }
-            placeholders = {
-                a: json.loads(p) if p else None for a, p in _run(engine, _PLACEHOLDERS, missing)
-            }
-            with self._lock:
-                self._images.update(loaded)
-                self._placeholders.update(placeholders)
-                self._loaded_at.update(dict.fromkeys(loaded, now))
+        if missing and not cached_only:
+            self._load_images(engine, missing, now)
         out: dict[str, dict[str, Any] | None] = {}
         images = self._images
         for artwork_id in wanted:
             renditions = images.get(artwork_id)
             out[artwork_id] = renditions.best(preset, fmt) if renditions is not None else None
         return out
+
+    def _load_images(self, engine: Engine, artwork_ids: list[str], now: float) -> None:
+        loaded = {a: _Renditions() for a in artwork_ids}
+        for artwork_id, name, kind, key, width, height in _run(engine, _RENDITIONS, artwork_ids):
+            loaded[artwork_id].by_key[(name, kind)] = {
+                "url": self._media_prefix + key,
+                "width": width,
+                "height": height,
+                "format": kind,
+            }
+        placeholders = {
+            a: json.loads(p) if p else None for a, p in _run(engine, _PLACEHOLDERS, artwork_ids)
+        }
+        with self._lock:
+            self._images.update(loaded)
+            self._placeholders.update(placeholders)
+            self._loaded_at.update(dict.fromkeys(loaded, now))
 
     def placeholder(self, artwork_id: str, preset: str) -> dict[str, Any] | None:
         """What a UI can paint before the image arrives: the variant's dominant colour and the

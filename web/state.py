@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -19,6 +24,46 @@ from bandit.rewards import RewardConfig
 from bandit.snapshots import ServingPolicy
 from web.config import Settings
 from web.serving_catalog import CatalogReader, ServingCatalog
+
+log = logging.getLogger(__name__)
+
+
+class FallbackState:
+    """Whether this process is answering decisions from its catalog snapshot, since when and
+    why: started by a fallback answer, ended by the next logged decision (`/readyz` tells)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+
+    def started(self, reason: str) -> None:
+        with self._lock:
+            self.reason = reason
+            if self.since is None:
+                self.since = time.time()
+                log.warning("answering decisions from the catalog snapshot: %s", reason)
+
+    def ended(self) -> None:
+        if self.since is None:  # every logged decision comes here: one read when all is well
+            return
+        with self._lock:
+            if self.since is not None:
+                log.warning(
+                    "decisions are logged again, after %.1f s of fallback answers",
+                    time.time() - self.since,
+                )
+                self.since = None
+
+    def describe(self) -> dict[str, Any]:
+        since = self.since
+        if since is None:
+            return {"active": False}
+        return {
+            "active": True,
+            "since": datetime.fromtimestamp(since, UTC).isoformat(),
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -40,6 +85,7 @@ class Runtime:
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
     # The catalog as decision serving sees it, cached for this database.
     catalog: ServingCatalog = field(default_factory=ServingCatalog)
+    fallback: FallbackState = field(default_factory=FallbackState)
 
     @property
     def decisions(self) -> DecisionService:
