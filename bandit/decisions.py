@@ -463,6 +463,11 @@ class DecisionService:
                 for slot_id in wanted
                 if (slot := slots.get(slot_id)) is not None and slot.candidates
             ]
+            if not requests and not fresh and wanted:
+                # Nothing to log, so no write will check the cached read against the
+                # catalog's version: a title made since (by this process or another host)
+                # would stay unknown here until some other page was logged. Read afresh.
+                continue
             if exclusive:
                 records = self._exclusive(requests, now)
             else:

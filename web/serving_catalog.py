@@ -47,7 +47,8 @@ _RENDITIONS = (
 _PLACEHOLDERS = "SELECT id, CAST(placeholder AS VARCHAR) FROM artworks WHERE id {ids}"
 CATALOG_VERSION = "SELECT version FROM catalog_version WHERE id = 1"
 # Titles cached per process, at most; past this the cache starts again (ids from clients
-# that name no title are cached too, as unknown, so they cost no read either).
+# that name no title are cached too, as unknown, so beside titles that are decided they cost
+# no read; a page with nothing to decide is read afresh, `DecisionService.decide`).
 _TITLE_CACHE = 100_000
 
 

@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.live import LiveServer
 
 CHROMIUM = Path(os.environ.get("KEYART_CHROMIUM", "/usr/bin/chromium"))
 REQUIRE_BROWSER = os.environ.get("KEYART_REQUIRE_BROWSER") == "1"
@@ -60,12 +59,6 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     """A running `keyart serve` and the environment its CLI commands need."""
@@ -100,7 +93,6 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server")
-    port = free_port()
     env = {
         **os.environ,
         "KEYART_DATABASE_URL": f"sqlite:///{tmp / 'keyart.db'}",
@@ -118,38 +110,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
         "KEYART_POLICY_POLL": "0.2",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    served = Server(f"http://127.0.0.1:{port}", env)
+    live = LiveServer(env, tmp / "serve.log", ("--no-learner", "--workers", "1"))
+    served = Server(live.base, env)
     served.keyart("db", "upgrade")
-    serve = ["serve", "--no-learner", "--workers", "1", "--port", str(port)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", *serve],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        # Not a pipe: the server logs every request as a JSON line on stderr, and a pipe
-        # nobody reads fills up and stalls its workers mid-journey.
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{served.base}/readyz", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("keyart serve never got ready") from None
-                time.sleep(0.2)
+    with live:
         yield served
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
-            process.communicate()
 
 
 @pytest.fixture(scope="session")
@@ -205,4 +170,3 @@ def sign_in(page: Any, base: str | None, email: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r".*/studio/(?!login).*"))
-

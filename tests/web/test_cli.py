@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from tests.conftest import POSTGRES_URL
+from tests.live import LiveServer, free_port
 from web.cli import main
 from web.db import alembic_config, make_engine, scratch_database
 
@@ -208,60 +209,28 @@ def test_a_database_behind_the_schema_says_to_upgrade_it(tmp_path: Path) -> None
     assert run(env, "learn", "--once").exit_code == 0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_serve_answers_and_its_metrics_add_up_every_worker(cli_env: dict[str, str]) -> None:
+def test_serve_answers_and_its_metrics_add_up_every_worker(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
     # A real `keyart serve`: its gunicorn workers write their metrics to files that /metrics
     # adds up, which works only if no metric exists before the CLI names the directory.
     import json
     import urllib.request
 
     assert run(cli_env, "db", "upgrade").exit_code == 0
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    serve = ["serve", "--no-learner", "--workers", "2", "--port", str(port)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", *serve],
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, **cli_env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None, "never ready"
-                time.sleep(0.2)
+    serve = ("--no-learner", "--workers", "2")
+    with LiveServer(cli_env, tmp_path / "serve.log", serve) as server:
         body = json.dumps({"titles": ["no-such-title"]}).encode()
         for _ in range(6):  # over fresh connections: the kernel spreads them over workers
             decide = urllib.request.Request(
-                f"{base}/api/v1/decisions", body, {"Content-Type": "application/json"}
+                f"{server.base}/api/v1/decisions", body, {"Content-Type": "application/json"}
             )
             with urllib.request.urlopen(decide, timeout=10) as answer:
                 assert json.load(answer)["decisions"][0]["error"]["code"] == "unknown_title"
-        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as scraped:
+        with urllib.request.urlopen(f"{server.base}/metrics", timeout=10) as scraped:
             metrics = scraped.read().decode()
         assert 'keyart_decisions_total{outcome="unknown_title"} 6.0' in metrics, metrics
         assert 'keyart_request_seconds_count{endpoint="api.decisions"} 6.0' in metrics
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        finally:
-            process.kill()
-            process.communicate()
 
 
 # The address rule does not depend on the database, and loading the demo catalog takes a while.
@@ -331,7 +300,7 @@ def test_demo_traffic_runs_beside_the_server_and_stops_with_it(
     }
     assert run(env, "db", "upgrade").exit_code == 0
     assert run(env, "demo").exit_code == 0
-    port = _free_port()
+    port = free_port()
     serve = ["serve", "--workers", "1", "--port", str(port), "--demo-traffic"]
     process = subprocess.Popen(
         [sys.executable, "-m", "web.cli", *serve],

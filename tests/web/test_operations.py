@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -19,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.helpers import poster_bytes, upload
+from tests.live import LiveServer
 from web import logs
 
 
@@ -95,56 +91,17 @@ def test_upload_outcomes_and_decision_modes_are_counted(
     assert "keyart_learner_leader{" not in after
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_gunicorn_access_log_is_json_with_the_request_id(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        **cli_env,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "KEYART_LOG_LEVEL": "INFO",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = {**cli_env, "KEYART_LOG_LEVEL": "INFO"}
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "web.cli",
-                "serve",
-                "--no-learner",
-                "--workers",
-                "1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": "from-the-lb"}
-                )
-                with urllib.request.urlopen(request, timeout=5) as answer:
-                    assert answer.headers["X-Request-ID"] == "from-the-lb"
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
+    # Ready when /healthz answers, asked as a load balancer would, with its request id.
+    from_the_lb = {"X-Request-ID": "from-the-lb"}
+    with LiveServer(env, log_path, ready_path="/healthz", ready_headers=from_the_lb) as server:
+        request = urllib.request.Request(f"{server.base}/healthz", headers=from_the_lb)
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.headers["X-Request-ID"] == "from-the-lb"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             lines = [
@@ -162,9 +119,6 @@ def test_gunicorn_access_log_is_json_with_the_request_id(
         assert line["method"] == "GET" and line["path"] == "/healthz"
         # Nothing on stderr but JSON lines.
         assert all(text.startswith("{") for text in log_path.read_text().splitlines() if text)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_the_served_policy_version_and_age_are_reported(

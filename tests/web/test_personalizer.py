@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +26,7 @@ from azure.core.exceptions import (
 from click.testing import CliRunner
 
 from tests.conftest import POSTGRES_URL
+from tests.live import LiveServer
 from web.cli import main
 from web.db import make_engine, scratch_database, upgrade
 
@@ -47,17 +42,11 @@ def cli(env: dict[str, str], *args: str) -> str:
     return result.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Server:
     """A `keyart serve` (no embedded learner: tests run `keyart learn --once` when they
     want a pass) and SDK clients for it."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = {
             **env,
             "KEYART_REWARD_WAIT": str(REWARD_WAIT),
@@ -65,38 +54,9 @@ class Server:
             "KEYART_POLICY_POLL": "0.1",
         }
         self.token = cli(self.env, "editor", "create", "ranker@example.com").split()[-1]
-        self.base = f"http://127.0.0.1:{_free_port()}"
-        port = self.base.rsplit(":", 1)[1]
-        self.errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the server's life long
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "web.cli",
-                "serve",
-                "--no-learner",
-                "--workers",
-                "2",
-                "--port",
-                port,
-            ],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            # A file, not a pipe: the server logs every request as a JSON line on stderr,
-            # and a pipe nobody reads until the end fills up and stalls its workers.
-            stderr=self.errors,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline and self.process.poll() is None, "never ready"
-                time.sleep(0.2)
+        self.live = LiveServer(self.env, log_path, ("--no-learner", "--workers", "2"))
+        self.live.start()
+        self.base = self.live.base
         key = AzureKeyCredential(self.token)
         self.client = PersonalizerClient(self.base, key)
         self.admin = PersonalizerAdministrationClient(self.base, key)
@@ -123,21 +83,14 @@ class Server:
     def stop(self) -> None:
         self.client.close()
         self.admin.close()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        finally:
-            self.process.kill()
-            self.process.wait()
-            self.errors.seek(0)
-            errors = self.errors.read()
-            self.errors.close()
+        self.live.stop()
+        errors = self.live.log()
         assert "Traceback" not in errors, errors
 
 
 @pytest.fixture
-def server(cli_env: dict[str, str]) -> Iterator[Server]:
-    started = Server(cli_env)
+def server(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    started = Server(cli_env, tmp_path / "serve.log")
     yield started
     started.stop()
 
@@ -158,7 +111,8 @@ def fresh_instance(database_url: str, tmp_path: Path) -> Iterator[Server]:
                 "KEYART_DATABASE_URL": url,
                 "KEYART_VAR_DIR": str(tmp_path / "fresh-var"),
                 "KEYART_SECRET_KEY": "another-secret-key-0123456789",
-            }
+            },
+            tmp_path / "fresh-serve.log",
         )
         try:
             yield other

@@ -170,3 +170,23 @@ def test_a_decision_is_answered_if_and_only_if_it_was_logged(
     assert answer.json["decisions"][0]["event_id"] is None
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Decision)) == logged
+
+
+def test_a_title_asked_for_before_it_existed_is_served_once_it_has_a_variant(
+    client: FlaskClient, editor_headers: dict[str, str]
+) -> None:
+    # A page of titles nobody had made yet was cached as unknown, and with nothing to log
+    # no write ever found the cache stale: the title stayed unknown to this process (and to
+    # every other host a UI had asked early) after the editor had made it.
+    ask = {"titles": ["late"]}
+    early = client.post("/api/v1/decisions", json=ask).json["decisions"][0]
+    assert early["error"]["code"] == "unknown_title"
+    client.post("/api/v1/titles", json={"id": "late", "name": "Late"}, headers=editor_headers)
+    empty = client.post("/api/v1/decisions", json=ask).json["decisions"][0]
+    assert empty["error"]["code"] != "unknown_title"
+    uploaded = upload(client, editor_headers, "late", poster_bytes("Late"))
+    assert uploaded.status_code == 201
+    served = client.post("/api/v1/decisions", json=ask).json["decisions"][0]
+    assert served["artwork_id"] == uploaded.json["id"] and served["event_id"]
+    single = client.get("/api/v1/titles/late/artwork").json
+    assert single["artwork_id"] == uploaded.json["id"]
