@@ -32,6 +32,7 @@ from bandit.models import Decision, Reward
 from bandit.snapshots import load_latest, serving_lineage
 from tests.bandit.world import weights
 from tests.conftest import REQUIRE_POSTGRES
+from tests.live import ROOT, LiveServer
 from tests.private_postgres import PrivateCluster, private_cluster, server_binaries
 from web.db import make_sessionmaker
 
@@ -39,14 +40,6 @@ TITLES_PER_PAGE = 4
 CLIENTS = 3
 # Longer than the outage, so a click retried through it still falls in its window.
 REWARD_WAIT = 12.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -165,26 +158,13 @@ def _serving_children(pid: int) -> list[int]:
     return workers
 
 
-def _wait_ready(base: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as ready:
-                if ready.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{base} was not ready within {seconds} s")
-
-
 def test_a_database_outage_and_a_killed_worker_under_load(
     cluster: PrivateCluster, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")])
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
         ),
         "KEYART_DATABASE_URL": cluster.url,
         "KEYART_VAR_DIR": str(tmp_path / "var"),
@@ -206,16 +186,8 @@ def test_a_database_outage_and_a_killed_worker_under_load(
     engine.dispose()
     assert len(titles) >= TITLES_PER_PAGE
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    with (tmp_path / "serve.log").open("wb") as serve_log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=serve_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = LiveServer(env, tmp_path / "serve.log", ("--workers", "2"))
+    base = server.base
     spawn = multiprocessing.get_context("spawn")
     stop, ready, out = spawn.Event(), spawn.Queue(), spawn.Queue()
     clients = [
@@ -223,7 +195,7 @@ def test_a_database_outage_and_a_killed_worker_under_load(
         for seed in range(CLIENTS)
     ]
     try:
-        _wait_ready(base, 60)
+        server.start()
         # Every worker reads every title before the outage (connections are spread across
         # workers by the kernel: enough of them reach both).
         warm_up = []
@@ -256,12 +228,7 @@ def test_a_database_outage_and_a_killed_worker_under_load(
         for process in clients:
             if process.is_alive():
                 process.kill()
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
     answers = [a for r in reports for a in r["answers"]]
     # Only a worker's SIGKILL may cut a request off, and only the few that were in it.
