@@ -9,6 +9,10 @@ older one (`bandit.decision_log.StaleWrite`), and the decision service
 (`bandit.decisions.DecisionService`) then decides again from a fresh read. So a decision
 made after an editor's change has committed is never logged, nor answered, with the
 catalog from before it.
+
+It also keeps every title it has read, as last read (`last_known`), re-read in the
+background when the catalog changes (`refresh`): what fallback answers are made from while
+the database is out (`web.personalize`).
 """
 
 from __future__ import annotations

@@ -124,6 +124,10 @@ def assert_one_line_error(result, *words: str) -> None:  # type: ignore[no-untyp
         ("KEYART_STICKY_PERIOD", "1e-300"),
         ("KEYART_STICKY_PERIOD", "inf"),
         ("KEYART_DECISION_COMMIT_DELAY", "nan"),
+        # Every page would fall back (0), or wait as long as a hung database (inf).
+        ("KEYART_DECISION_TIMEOUT", "0"),
+        ("KEYART_DECISION_TIMEOUT", "inf"),
+        ("KEYART_DECISION_TIMEOUT", "nan"),
         ("KEYART_PROBABILITY_FLOOR", "inf"),
     ],
 )
