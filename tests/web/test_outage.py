@@ -5,7 +5,8 @@ during the outage, logged answers again after it without a restart, every answer
 event id in the log exactly once, every accepted event stored exactly once, and the model
 learned through all of it equal to one learned from the same log in a single pass.
 
-(The leading learner SIGKILLed while a standby runs is tests/bandit/test_leadership.py.)
+The leading learner is SIGKILLed too, while a standby `keyart learn` runs beside the
+server's own: the other takes over, and the model still equals the single pass.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from bandit.leadership import Leader, current_leader
 from bandit.models import Decision, Reward
 from bandit.snapshots import load_latest, serving_lineage
 from tests.bandit.world import weights
@@ -141,9 +143,28 @@ def client(base: str, titles: list[str], stop: Any, ready: Any, out: Any, seed: 
     out.put({"answers": answers, "failures": failures, "events": events, "unsent": clicks})
 
 
+def _leader(url: str) -> Leader | None:
+    engine = create_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            return current_leader(session)
+    finally:
+        engine.dispose()
+
+
+def _learners(pid: int) -> list[int]:
+    """The learner `keyart serve` runs beside its workers."""
+    return [p for p, learns in _children(pid) if learns]
+
+
 def _serving_children(pid: int) -> list[int]:
     """The gunicorn workers under `keyart serve` (not its learner)."""
-    workers = []
+    return [p for p, learns in _children(pid) if not learns]
+
+
+def _children(pid: int) -> list[tuple[int, bool]]:
+    """Each child of `pid`, and whether it is a learner."""
+    children = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -153,9 +174,9 @@ def _serving_children(pid: int) -> list[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == pid and b"learn" not in command:
-            workers.append(int(entry.name))
-    return workers
+        if parent == pid:
+            children.append((int(entry.name), b"learn" in command))
+    return children
 
 
 def test_a_database_outage_and_a_killed_worker_under_load(
@@ -163,9 +184,7 @@ def test_a_database_outage_and_a_killed_worker_under_load(
 ) -> None:
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-        ),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "KEYART_DATABASE_URL": cluster.url,
         "KEYART_VAR_DIR": str(tmp_path / "var"),
         "KEYART_SECRET_KEY": "outage-test-secret-0123456789",
@@ -177,6 +196,7 @@ def test_a_database_outage_and_a_killed_worker_under_load(
         "KEYART_APPRENTICE_EXAMPLES": "0",
         # One rendition per variant: the demo catalog loads in seconds, not a minute and more.
         "KEYART_PRESETS": "boxart=2:3@342",
+        "KEYART_LEARNER_TAKEOVER": "3",
     }
     _cli(env, "db", "upgrade")
     _cli(env, "demo")
@@ -194,8 +214,18 @@ def test_a_database_outage_and_a_killed_worker_under_load(
         spawn.Process(target=client, args=(base, titles, stop, ready, out, seed))
         for seed in range(CLIENTS)
     ]
+    standby = None
     try:
         server.start()
+        # A second learner, standing by while the server's own leads.
+        with (tmp_path / "standby.log").open("wb") as standby_log:
+            standby = subprocess.Popen(
+                [sys.executable, "-m", "web.cli", "learn"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=standby_log,
+                start_new_session=True,
+            )
         # Every worker reads every title before the outage (connections are spread across
         # workers by the kernel: enough of them reach both).
         warm_up = []
@@ -218,7 +248,17 @@ def test_a_database_outage_and_a_killed_worker_under_load(
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
         killed = time.time()
-        time.sleep(4)
+        time.sleep(3)
+        # The leading learner killed too: the other one takes over.
+        leader = _leader(cluster.url)
+        assert leader is not None
+        os.kill(leader.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 4 * 3
+        while (now_leads := _leader(cluster.url)) is None or now_leads.pid == leader.pid:
+            assert time.monotonic() < deadline, "no learner took over from the one killed"
+            time.sleep(0.2)
+        assert now_leads.pid in (standby.pid, *_learners(server.pid))
+        time.sleep(3)
         stop.set()
         reports = [out.get(timeout=120) for _ in clients]
         for process in clients:
@@ -229,6 +269,9 @@ def test_a_database_outage_and_a_killed_worker_under_load(
             if process.is_alive():
                 process.kill()
         server.stop()
+        if standby is not None and standby.poll() is None:
+            standby.terminate()
+            standby.wait(timeout=60)
 
     answers = [a for r in reports for a in r["answers"]]
     # Only a worker's SIGKILL may cut a request off, and only the few that were in it.
