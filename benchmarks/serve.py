@@ -579,13 +579,25 @@ def bench_database(
             memory[server.name] = (worker_rss_mb(server.process), logged)
         if args.profile:
             profile(servers[0], args, var, args.profile / f"profile-{name.split()[0].lower()}.txt")
+        fallbacks = fallback_answers(servers[0].port)
     finally:
         for server in servers:
             stop_server(server.process)
     report(name, results, memory, extra, args)
+    # A fallback answer is not logged: were there any, decisions/s would count them too.
+    print(f"  keyart fallback answers (not logged) in all runs: {fallbacks:.0f}")
 
 
 RSS_AFTER = 100_000
+
+
+def fallback_answers(port: int) -> float:
+    """keyart's `keyart_fallback_answers_total`, summed over its workers by `/metrics`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("keyart_fallback_answers_total "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def report(
