@@ -191,10 +191,12 @@ class ServingCatalog:
         with self._lock:
             shown = {slot.fallback_id for _, slot in self._snapshot.values()}
         shown.discard(None)
-        now = time.monotonic()
-        stale = [a for a in shown if a not in self._images or now - self._loaded_at[a] > self._ttl]
-        for start in range(0, len(stale), batch):
-            self._load_images(engine, stale[start : start + batch], now)
+        # Only those never loaded: the request path re-reads renditions past their cache
+        # time as it uses them, and re-reading every title's here would cost a read per 500
+        # titles every poll.
+        missing = [a for a in shown if a not in self._images]
+        for start in range(0, len(missing), batch):
+            self._load_images(engine, missing[start : start + batch], time.monotonic())
         return len(behind)
 
     def _servable(self, rows: list[tuple[Any, ...]]) -> dict[str, Slot]:
