@@ -284,6 +284,11 @@ def _optimization_record(run: Optimization, decisions: int) -> dict[str, Any]:
         if adopted is None
         else {"exploration_args": adopted.exploration_args, "interactions": adopted.interactions},
         "verdict": run.verdict,
+        # Each setting scored: its arguments, doubly robust estimate and 95% interval.
+        "table": [
+            {k: row[k] for k in ("exploration_args", "interactions", "estimate", "ci95", "serving")}
+            for row in run.rows
+        ],
     }
 
 

@@ -209,11 +209,19 @@ def _adoptions(extra: dict[str, Any]) -> str:
         what = (
             f"adopted `{adopted['exploration_args']}` with {adopted['interactions']}"
             if adopted
-            else f"kept the default ({run['verdict']})"
+            else f"adopted nothing ({run['verdict']})"
+        )
+        serving, *others = run["table"]
+        top = max(others, key=lambda row: row["estimate"], default=None)
+        best = (
+            f"; best estimate `{top['exploration_args']}` with {top['interactions']}: "
+            f"{top['estimate']:.4f} against the serving {serving['estimate']:.4f}"
+            if top
+            else ""
         )
         said.append(
             f"at decision {run['decisions']} ({run['events']} logged events, "
-            f"{run['candidates']} settings scored) {what}"
+            f"{run['candidates']} settings scored) {what}{best}"
         )
     for switch in extra.get("switches") or []:
         said.append(f"its lineage serving from decision {switch['decisions']}")
