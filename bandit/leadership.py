@@ -327,6 +327,18 @@ def learner_lag_seconds(
 MAX_BACKOFF_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class LearnerSteps:
+    """What the learner does around each `learn_once` pass, wherever a loop learns as
+    `keyart learn` does (`lead_and_learn`, the simulator): `settings(session)` gives the pass
+    its VW arguments and rewards, read afresh each pass so that settings stored meanwhile
+    start a lineage on the next; `after_pass(session, now)`, if any, runs after the pass
+    (automatic optimisation)."""
+
+    settings: Callable[[Session], tuple[str, RewardConfig]]
+    after_pass: Callable[[Session, datetime], object] | None = None
+
+
 def lead_and_learn(
     session_factory: Callable[[], Session],
     lock: LearnerLock | None,
@@ -337,7 +349,7 @@ def lead_and_learn(
     on_pass: Callable[[LearnReport, float], None] | None = None,
     sleep: Callable[[float], None] | None = None,
     retrain_days: float = RETRAIN_DAYS,
-    after_pass: Callable[[Session], None] | None = None,
+    after_pass: Callable[[Session, datetime], object] | None = None,
 ) -> None:
     """Learn every `interval_seconds` while this process leads; stand by (trying for the
     lead every third of `takeover_seconds`) while another does. Each pass is logged with
@@ -347,7 +359,8 @@ def lead_and_learn(
 
     `learning(session)` gives each pass its settings (VW arguments, rewards), so settings
     stored while the learner runs (`PUT /api/v1/policy`) start a lineage on the next pass;
-    `after_pass(session)` runs after each pass (automatic optimisation)."""
+    `after_pass(session, now)` runs after each pass (automatic optimisation): the two
+    `LearnerSteps`."""
     rng = random.Random()
     failures = 0
     leading = False
@@ -383,7 +396,7 @@ def lead_and_learn(
                     )
                     lag = learner_lag_seconds(session, rewards)
                     if after_pass is not None and not stopping():
-                        after_pass(session)
+                        after_pass(session, utcnow())
                 seconds = time.monotonic() - started
                 _recovered(failures)
                 failures = 0

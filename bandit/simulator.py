@@ -25,7 +25,9 @@ from bandit.decisions import (
     logged_candidates,
 )
 from bandit.features import Candidate, context_text
+from bandit.leadership import LearnerSteps
 from bandit.learner import learn_once
+from bandit.optimizer import Optimization
 from bandit.rewards import Event, RewardConfig, record_events
 from bandit.snapshots import ServingPolicy
 from bandit.world import SEED_LIMIT, World
@@ -185,16 +187,27 @@ def run_keyart(
     config: SimulationConfig,
     rng_seed: int,
     progress: Callable[[int], None] | None = None,
+    steps: LearnerSteps | None = None,
 ) -> PolicyRun:
     """keyart's own loop, as a server runs it: the decision service (`DecisionService`,
     with the server's floor, apprentice threshold and group-commit log) → reward events
-    through `record_events` → the learner's pass → the serving policy's refresh."""
+    through `record_events` → the learner's pass → the serving policy's refresh.
+
+    `steps` are the learner's own around each pass (`web.cli.learner_steps`): its settings
+    read each pass (stored settings win) and, with automatic optimisation, the optimiser
+    after it, in simulated time; an adopted setting is stored, becomes a lineage on the next
+    pass, is trained from the log and switched in there, as in production. Without them,
+    every pass learns with `config.vw_args`. The runs of the optimiser and the switches of
+    lineage are in the result's `extra`, each at the decision count it happened after."""
     import random
 
     started = time.perf_counter()
     n = len(traffic.title)
     rewards = RewardConfig(wait_seconds=config.reward_wait)
+    steps = steps or LearnerSteps(lambda _session: (config.vw_args, rewards))
     known_types = tuple(rewards.values)
+    optimizations: list[dict[str, Any]] = []
+    switches: list[dict[str, Any]] = []
     serving = ServingPolicy(sessions, config.vw_args, poll_seconds=3600.0)
     log = GroupCommitLog(sessions.kw["bind"])
     service = DecisionService(
@@ -236,22 +249,47 @@ def run_keyart(
                     events = []
                 if done >= next_learn or done == n:
                     next_learn += config.learn_every
-                    report = learn_once(session, config.vw_args, rewards, now=now)
+                    vw_args, pass_rewards = steps.settings(session)
+                    report = learn_once(session, vw_args, pass_rewards, now=now)
                     session.commit()
                     if report.version is not None:
                         learned_versions += 1
+                    if report.switched:
+                        switches.append({"decisions": done, "vw_args": vw_args})
+                    if steps.after_pass is not None:
+                        run = steps.after_pass(session, now)
+                        if isinstance(run, Optimization):
+                            optimizations.append(_optimization_record(run, done))
                     serving.refresh()  # what the serving poller does on its next tick
                     if progress is not None:
                         progress(done)
     finally:
         log.stop(timeout=30)
-    return PolicyRun(
-        "keyart",
-        expected,
-        clicks,
-        time.perf_counter() - started,
-        {"snapshots": learned_versions, "vw_args": config.vw_args},
-    )
+    extra: dict[str, Any] = {"snapshots": learned_versions, "vw_args": config.vw_args}
+    if steps.after_pass is not None:
+        extra["optimizations"] = optimizations
+    if switches:
+        extra["switches"] = switches
+    return PolicyRun("keyart", expected, clicks, time.perf_counter() - started, extra)
+
+
+def _optimization_record(run: Optimization, decisions: int) -> dict[str, Any]:
+    """One optimiser run, as a simulation reports it."""
+    adopted = run.adopt
+    return {
+        "decisions": decisions,
+        "events": run.events,
+        "candidates": len(run.rows),
+        "adopted": None
+        if adopted is None
+        else {"exploration_args": adopted.exploration_args, "interactions": adopted.interactions},
+        "verdict": run.verdict,
+        # Each setting scored: its arguments, doubly robust estimate and 95% interval.
+        "table": [
+            {k: row[k] for k in ("exploration_args", "interactions", "estimate", "ci95", "serving")}
+            for row in run.rows
+        ],
+    }
 
 
 def run_baseline(
@@ -312,14 +350,16 @@ def simulate(
     sessions: sessionmaker[Session],
     config: SimulationConfig,
     progress: Callable[[int], None] | None = None,
+    steps: LearnerSteps | None = None,
 ) -> SimulationResult:
-    """Run keyart and every baseline over the same simulated traffic."""
+    """Run keyart (its learner taking `steps`, see `run_keyart`) and every baseline over the
+    same simulated traffic."""
     seed = world.seed if config.seed is None else config.seed
     rng = np.random.default_rng(seed)
     traffic = make_traffic(world, config.decisions, rng)
     request_rates = request_click_rates(world, traffic)
     oracle_rates = np.nanmax(request_rates, axis=1)
-    runs = [run_keyart(world, traffic, request_rates, sessions, config, seed, progress)]
+    runs = [run_keyart(world, traffic, request_rates, sessions, config, seed, progress, steps)]
     for name in BASELINES:
         runs.append(
             run_baseline(name, world, traffic, request_rates, np.random.default_rng(seed + 1))

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
 import random
-from collections.abc import Sequence
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -19,6 +28,8 @@ from bandit.decisions import DecisionRequest, DecisionService, ListedCandidates,
 from bandit.models import Decision
 from bandit.policy import Policy
 from web.state import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def runtime(app: Flask) -> Runtime:
@@ -94,3 +105,74 @@ def decide(
         for d in session.scalars(select(Decision).where(Decision.event_id.in_(event_ids)))
     }
     return [found[e] for e in event_ids]
+
+
+def until(check: Callable[[], Any], seconds: float, what: str) -> Any:
+    """`check()`'s first true answer, asked every tenth of a second for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def learner_env(cli_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a `keyart learn` process on the test database: this worktree's
+    code, a short learning interval, rewards joined as soon as a decision is logged, and
+    JSON log lines at INFO; `extra` on top."""
+    env = {
+        **os.environ,
+        **cli_env,
+        "PYTHONPATH": str(ROOT),
+        "KEYART_LEARN_INTERVAL": "0.2",
+        "KEYART_REWARD_WAIT": "0",
+        "KEYART_REWARD_SETTLE": "0",
+        "KEYART_LOG_LEVEL": "INFO",
+        **extra,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+class Learners:
+    """`keyart learn` processes on one database, each logging JSON lines to a file."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.env = env
+        self.tmp = tmp
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        path = self.tmp / f"learner-{len(self.processes)}.log"
+        with path.open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "web.cli", "learn"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        process.log_path = path  # type: ignore[attr-defined]
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def lines(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+        text_ = process.log_path.read_text()  # type: ignore[attr-defined]
+        return [json.loads(line) for line in text_.splitlines() if line.startswith("{")]
+
+    def passes(self, process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+        return [line for line in self.lines(process) if "learned" in line and "lag_seconds" in line]
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the learner and its VW worker (its process group)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            self.kill(process)

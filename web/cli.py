@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
+    from bandit.leadership import LearnerSteps
+    from bandit.optimizer import Optimization
     from bandit.rewards import RewardConfig
 
 
@@ -151,16 +153,12 @@ def learn(once: bool) -> None:
     per database: others (on any host) stand by and take over when it dies."""
     from bandit.leadership import current_leader, lead_and_learn, learner_lock
     from bandit.learner import learn_once
-    from bandit.lineages import stored_settings
-    from web.config import learning_settings
     from web.logs import configure_logging
 
     settings = _settings()
     if not once:
         configure_logging(settings.log_level)
-
-    def learning(session: Session) -> tuple[str, RewardConfig]:
-        return learning_settings(settings, stored_settings(session))
+    steps = learner_steps(settings)
 
     lock = learner_lock(settings.database_url, settings.learner_takeover_seconds)
     if once:
@@ -173,7 +171,7 @@ def learn(once: bool) -> None:
             try:
                 with sessions() as session:
                     try:
-                        vw_args, rewards = learning(session)
+                        vw_args, rewards = steps.settings(session)
                     except ConfigError as error:
                         raise click.ClickException(f"stored policy settings: {error}") from None
                     report = learn_once(
@@ -204,14 +202,12 @@ def learn(once: bool) -> None:
             lead_and_learn(
                 sessions,
                 lock,
-                learning,
+                steps.settings,
                 every,
                 settings.learner_takeover_seconds,
                 stopping,
                 retrain_days=settings.retrain_days,
-                after_pass=(lambda session: optimize_when_due(session, settings))
-                if settings.auto_optimize
-                else None,
+                after_pass=steps.after_pass,
             )
     finally:
         if lock is not None:
@@ -353,7 +349,12 @@ def _demo_traffic(url: str, rate: float) -> None:
     help="Also run `keyart demo --traffic` against this server, stopped with it.",
 )
 def serve(
-    host: str, port: int, workers: int, threads: int, no_learner: bool, dev: bool,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    no_learner: bool,
+    dev: bool,
     demo_traffic: bool,
 ) -> None:
     """Serve the API, the studio and media (gunicorn), with an embedded learner."""
@@ -790,18 +791,39 @@ def optimize(candidates: tuple[str, ...], budget: float, dry_run: bool, as_json:
             )
 
 
-def optimize_when_due(session: Session, settings: Settings) -> bool:
+def learner_steps(settings: Settings) -> LearnerSteps:
+    """What `keyart learn` does around each pass, for every loop that learns as it does (the
+    simulator, the quality benchmark): the pass's settings, the stored ones over the
+    environment's, and with KEYART_AUTO_OPTIMIZE on, `optimize_when_due` after it."""
+    from bandit.leadership import LearnerSteps
+    from bandit.lineages import stored_settings
+    from web.config import learning_settings
+
+    def learning(session: Session) -> tuple[str, RewardConfig]:
+        return learning_settings(settings, stored_settings(session))
+
+    def optimise(session: Session, now: datetime) -> Optimization | None:
+        return optimize_when_due(session, settings, now=now)
+
+    return LearnerSteps(learning, optimise if settings.auto_optimize else None)
+
+
+def optimize_when_due(
+    session: Session, settings: Settings, *, now: datetime | None = None
+) -> Optimization | None:
     """Run `optimize_settings` if the last run is at least the optimisation interval old
-    and the serving lineage has learned enough decisions since; True if it ran."""
+    and the serving lineage has learned enough decisions since; the run, or None if it was
+    not due."""
     from sqlalchemy import select
 
     from bandit.lineages import describe
     from bandit.models import Evaluation, utcnow
     from bandit.snapshots import serving_lineage
 
+    now = now or utcnow()
     lineage = serving_lineage(session)
     if lineage is None:
-        return False
+        return None
     learned = describe(session, lineage)["examples_learned"]
     last = None
     for evaluation in session.scalars(select(Evaluation).order_by(Evaluation.id.desc())):
@@ -809,14 +831,13 @@ def optimize_when_due(session: Session, settings: Settings) -> bool:
             last = evaluation
             break
     if last is not None:
-        age = (utcnow() - last.created_at).total_seconds()
+        age = (now - last.created_at).total_seconds()
         since = learned - int(last.result.get("examples_learned") or 0)
         if age < settings.optimize_interval_seconds or since < settings.optimize_min_events:
-            return False
+            return None
     elif learned < settings.optimize_min_events:
-        return False
-    optimize_settings(session, settings)
-    return True
+        return None
+    return optimize_settings(session, settings, now=now)
 
 
 def optimize_settings(
@@ -826,9 +847,11 @@ def optimize_settings(
     candidates: tuple[str, ...] = (),
     budget: float = 600.0,
     adopt: bool = True,
-) -> Any:
-    """One optimisation run over the retained log (`bandit.optimizer`), stored as an
-    evaluation; its choice, if any, stored as the policy settings (unless not `adopt`)."""
+    now: datetime | None = None,
+) -> Optimization:
+    """One optimisation run over the retained log (`bandit.optimizer`) as of `now` (default:
+    the clock's time), stored as an evaluation; its choice, if any, stored as the policy
+    settings (unless not `adopt`)."""
     from datetime import timedelta
 
     from bandit.evaluation import logged_events, save_evaluation
@@ -838,7 +861,7 @@ def optimize_settings(
     from bandit.snapshots import serving_lineage
     from web.config import learning_settings
 
-    now = utcnow()
+    now = now or utcnow()
     vw_args, rewards = learning_settings(settings, stored_settings(session))
     serving, bits = LearningCandidate.from_vw_args(vw_args)
     since = now - timedelta(days=settings.retrain_days) if settings.retrain_days else None
@@ -853,7 +876,10 @@ def optimize_settings(
     run = optimize(events, serving, hash_bits=bits, grid=grid, budget_seconds=budget)
     lineage = serving_lineage(session)
     learned = describe(session, lineage)["examples_learned"] if lineage is not None else 0
-    save_evaluation(session, {**run.as_result(), "examples_learned": learned}, since=since)
+    stored_run = save_evaluation(
+        session, {**run.as_result(), "examples_learned": learned}, since=since
+    )
+    stored_run.created_at = now  # the interval between runs is counted from here
     if adopt and run.adopt is not None:
         stored = dict(stored_settings(session))
         stored["KEYART_VW_ARGS"] = run.adopt.exploration_args

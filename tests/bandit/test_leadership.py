@@ -4,13 +4,12 @@ standby takes over within KEYART_LEARNER_TAKEOVER seconds."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,72 +20,14 @@ from sqlalchemy.orm import Session
 
 from bandit.leadership import Leader, current_leader
 from bandit.models import Decision, PolicySnapshot
-from tests.helpers import poster_bytes, upload
+from tests.helpers import Learners, learner_env, poster_bytes, until, upload
 
 TAKEOVER = 3.0
 
 
-def _until(check: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not within {seconds} s: {what}")
-
-
-class Learners:
-    """`keyart learn` processes on one database, each logging JSON lines to a file."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        path = self.tmp / f"learner-{len(self.processes)}.log"
-        with path.open("wb") as log:  # the child keeps its own descriptor
-            process = subprocess.Popen(
-                [sys.executable, "-m", "web.cli", "learn"],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
-        process.log_path = path  # type: ignore[attr-defined]
-        self.processes.append(process)
-        return process
-
-    @staticmethod
-    def lines(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
-        text_ = process.log_path.read_text()  # type: ignore[attr-defined]
-        return [json.loads(line) for line in text_.splitlines() if line.startswith("{")]
-
-    def passes(self, process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
-        return [line for line in self.lines(process) if "learned" in line and "lag_seconds" in line]
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=30)
-
-
 @pytest.fixture
 def learners(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Learners]:
-    env = {
-        **os.environ,
-        **cli_env,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        "KEYART_LEARN_INTERVAL": "0.2",
-        "KEYART_REWARD_WAIT": "0",
-        "KEYART_REWARD_SETTLE": "0",
-        "KEYART_LEARNER_TAKEOVER": str(TAKEOVER),
-        "KEYART_LOG_LEVEL": "INFO",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    running = Learners(env, tmp_path)
+    running = Learners(learner_env(cli_env, KEYART_LEARNER_TAKEOVER=str(TAKEOVER)), tmp_path)
     yield running
     running.stop()
 
@@ -129,12 +70,12 @@ def test_one_learner_leads_and_a_standby_takes_over_when_it_is_killed(
             == 201
         )
     first, second = learners.start(), learners.start()
-    leader = _until(lambda: _leader(session), 60, "a learner leads")
+    leader = until(lambda: _leader(session), 60, "a learner leads")
     assert leader.pid in (first.pid, second.pid)
     leading, standby = (first, second) if leader.pid == first.pid else (second, first)
 
     _decide(client, 30)
-    _until(lambda: _learned_through(session) >= _last_decision(session), 60, "leader learns")
+    until(lambda: _learned_through(session) >= _last_decision(session), 60, "leader learns")
     time.sleep(TAKEOVER)  # the standby has had several chances to take the lock meanwhile
     assert _leader(session).pid == leading.pid
     assert learners.passes(leading) and not learners.passes(standby)
@@ -148,7 +89,7 @@ def test_one_learner_leads_and_a_standby_takes_over_when_it_is_killed(
 
     os.killpg(leading.pid, signal.SIGKILL)
     killed = time.monotonic()
-    taken = _until(
+    taken = until(
         lambda: (found := _leader(session)) is not None and found.pid == standby.pid,
         TAKEOVER * 3,
         "the standby leads",
@@ -157,9 +98,9 @@ def test_one_learner_leads_and_a_standby_takes_over_when_it_is_killed(
     # Within the takeover time; a loaded test machine's scheduler gets as much again.
     assert time.monotonic() - killed <= TAKEOVER * 2
     _decide(client, 20)
-    _until(lambda: _learned_through(session) >= _last_decision(session), 60, "standby learns")
+    until(lambda: _learned_through(session) >= _last_decision(session), 60, "standby learns")
     # Its log line follows the pass's commit: wait for it too.
-    _until(
+    until(
         lambda: sum(p["learned"] for p in learners.passes(standby)) == 20,
         30,
         "the standby logs the 20 decisions it learned",
@@ -173,7 +114,7 @@ def test_a_leader_that_loses_its_connection_stops_and_another_leads(
     learners: Learners, session: Session
 ) -> None:
     first, second = learners.start(), learners.start()
-    leader = _until(lambda: _leader(session), 60, "a learner leads")
+    leader = until(lambda: _leader(session), 60, "a learner leads")
     leading = first if leader.pid == first.pid else second
     # The server ends the leader's lock connection, as a lost network link would.
     session.execute(
@@ -184,7 +125,7 @@ def test_a_leader_that_loses_its_connection_stops_and_another_leads(
         {"name": f"keyart-learner {leading.pid}@%"},
     )
     session.commit()
-    _until(
+    until(
         lambda: any(
             line["message"] == "learner lost the lead; standing by"
             for line in learners.lines(leading)
@@ -192,7 +133,7 @@ def test_a_leader_that_loses_its_connection_stops_and_another_leads(
         TAKEOVER * 2,
         "the old leader notices",
     )
-    assert _until(lambda: _leader(session), TAKEOVER * 2, "a learner leads again")
+    assert until(lambda: _leader(session), TAKEOVER * 2, "a learner leads again")
     assert first.poll() is None and second.poll() is None  # both still running
 
 
@@ -200,7 +141,7 @@ def test_learn_once_refuses_while_another_learner_leads(
     learners: Learners, cli_env: dict[str, str], session: Session
 ) -> None:
     leading = learners.start()
-    _until(lambda: _leader(session), 60, "the learner leads")
+    until(lambda: _leader(session), 60, "the learner leads")
     result = subprocess.run(
         [sys.executable, "-m", "web.cli", "learn", "--once"],
         env=learners.env,
@@ -212,7 +153,7 @@ def test_learn_once_refuses_while_another_learner_leads(
     assert f"{leading.pid}@" in result.stderr and "is the learner now" in result.stderr
     os.killpg(leading.pid, signal.SIGKILL)
     leading.wait(timeout=30)
-    _until(lambda: _leader(session) is None, TAKEOVER * 2, "no learner leads")
+    until(lambda: _leader(session) is None, TAKEOVER * 2, "no learner leads")
     again = subprocess.run(
         [sys.executable, "-m", "web.cli", "learn", "--once"],
         env=learners.env,
@@ -234,7 +175,7 @@ def test_the_learner_backs_off_quietly_while_the_database_is_out(
     def warnings() -> list[dict[str, Any]]:
         return [line for line in learners.lines(learner) if line["level"] == "WARNING"]
 
-    _until(warnings, 60, "the learner warns")
+    until(warnings, 60, "the learner warns")
     time.sleep(3)  # dozens of attempts at the interval, a handful when backing off
     assert learner.poll() is None
     raw = learner.log_path.read_text()  # type: ignore[attr-defined]

@@ -4,23 +4,25 @@ serving one once it has caught up, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import random
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from bandit.config import ExplorationConfig
 from bandit.decisions import DecisionRequest, shaped_distribution
-from bandit.learner import learn_once
-from bandit.models import Decision, PolicyLineage, PolicySnapshot
+from bandit.learner import BATCH_SIZE, learn_once
+from bandit.models import Decision, PolicyLineage, PolicySnapshot, utcnow
 from bandit.policy import Policy
 from bandit.rewards import RewardConfig
 from bandit.snapshots import ServingPolicy, load_latest, serving_lineage
 from tests.bandit.world import START, catalog, weights, write_log
-from tests.helpers import decide, runtime
+from tests.helpers import Learners, decide, learner_env, runtime, until
 from web.config import DEFAULT_VW_ARGS
 
 REWARDS = RewardConfig(wait_seconds=600.0)
@@ -232,3 +234,115 @@ def test_the_policy_api_reports_and_stores_settings(
     assert stored["reward_values"] == {"click": 1.0, "impression": 0.0}
     cleared = client.put("/api/v1/policy", json={}, headers=editor_headers).get_json()
     assert cleared["settings"]["source"] == "environment"
+
+
+def _training_progress(session: Session, lineage_id: int) -> list[tuple[int, int, int]]:
+    """(version, cursor, examples learned) of each snapshot of a lineage, oldest first."""
+    session.rollback()  # a fresh read of what the learner process has committed
+    query = (
+        select(PolicySnapshot.version, PolicySnapshot.cursor, PolicySnapshot.examples_learned)
+        .where(PolicySnapshot.lineage_id == lineage_id)
+        .order_by(PolicySnapshot.version)
+    )
+    return [tuple(row) for row in session.execute(query)]
+
+
+def _training_lineage(session: Session) -> PolicyLineage | None:
+    session.rollback()
+    return session.scalars(select(PolicyLineage).where(PolicyLineage.status == "training")).first()
+
+
+def test_a_learner_killed_while_retraining_resumes_the_lineage_where_it_left_it(
+    client: FlaskClient,
+    session: Session,
+    editor_headers: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # A log long enough that a new lineage takes several of the learner's batches (they
+    # grow from a quarter of BATCH_SIZE: 2,500, 3,750, 5,625, then the rest).
+    count = 12_000
+    assert count > BATCH_SIZE // 4 * 3
+    write_log(session, Policy(DEFAULT_VW_ARGS), catalog(3), count, random.Random(9), per_commit=500)
+    later = utcnow() + timedelta(days=1)
+    put = client.put(
+        "/api/v1/policy",
+        json={"vw_args": "--cb_explore_adf --epsilon 0.05"},
+        headers=editor_headers,
+    )
+    assert put.status_code == 200
+    new_args = put.get_json()["settings"]["vw_args"]
+
+    # What a learner that is never killed makes of the log with the new settings.
+    learn_once(session, new_args, REWARDS, now=later, retrain_days=0)
+    expected_policy, expected = load_latest(session, new_args)
+    assert expected is not None and expected.cursor == count
+    expected_weights = weights(expected_policy)
+    expected_counts = (expected.cursor, expected.examples_learned, dict(expected.slot_examples))
+    session.execute(delete(PolicySnapshot))
+    session.execute(delete(PolicyLineage))
+    session.commit()
+
+    # The environment's settings serve, caught up with the log; the stored ones wait.
+    old = learn_once(session, DEFAULT_VW_ARGS, REWARDS, now=later, retrain_days=0)
+    assert old.cursor == count and old.training is None
+
+    learners = Learners(learner_env(cli_env, KEYART_RETRAIN_DAYS="0"), tmp_path)
+    try:
+        first = learners.start()
+        lineage = until(lambda: _training_lineage(session), 120, "a lineage for the new settings")
+        # SIGKILL once it has committed some progress.
+        deadline = time.monotonic() + 120
+        while not _training_progress(session, lineage.id) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        learners.kill(first)
+        at_kill = _training_progress(session, lineage.id)
+        assert at_kill, "the killed learner committed nothing for the new lineage"
+        killed_version, killed_cursor, killed_examples = at_kill[-1]
+        assert 0 < killed_cursor < count, "killed too late: the lineage had caught up"
+        assert killed_examples == killed_cursor  # every decision so far, once
+        assert _training_lineage(session).id == lineage.id
+        assert serving_lineage(session).settings["vw_args"] == DEFAULT_VW_ARGS
+
+        second = learners.start()
+        until(
+            lambda: (found := serving_lineage(session)) is not None and found.id == lineage.id,
+            120,
+            "the new lineage serves",
+        )
+        learners.kill(second)
+    finally:
+        learners.stop()
+
+    # The second learner carried on from the killed one's last commit: every snapshot it
+    # wrote is past it, and the lineage's counts grew by exactly the decisions after it.
+    progress = _training_progress(session, lineage.id)
+    assert progress[: len(at_kill)] == at_kill
+    resumed = progress[len(at_kill) :]
+    assert resumed and all(cursor > killed_cursor for _, cursor, _ in resumed)
+    cursors = [cursor for _, cursor, _ in progress]
+    assert cursors == sorted(set(cursors))
+    assert all(version > killed_version for version, _, _ in resumed)
+    assert resumed[-1][2] - killed_examples == count - killed_cursor
+
+    # One switch, recorded once: the old lineage retired in favour of the new one.
+    lineages = session.scalars(select(PolicyLineage).order_by(PolicyLineage.id)).all()
+    assert [(x.status, x.note) for x in lineages] == [
+        ("retired", f"replaced by lineage {lineage.id}"),
+        ("serving", "learning settings changed"),
+    ]
+    switches = [
+        line
+        for process in learners.processes
+        for line in Learners.lines(process)
+        if line["message"].endswith("serves in place of lineage " + str(lineages[0].id))
+    ]
+    assert len(switches) == 1 and Learners.lines(second).count(switches[0]) == 1
+
+    # And it is the model the uninterrupted learner made: the same weights, the same counts.
+    policy, snapshot = load_latest(session, DEFAULT_VW_ARGS)
+    assert snapshot is not None and snapshot.lineage_id == lineage.id
+    assert (snapshot.cursor, snapshot.examples_learned, dict(snapshot.slot_examples)) == (
+        expected_counts
+    )
+    np.testing.assert_array_equal(weights(policy), expected_weights)

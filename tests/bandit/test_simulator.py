@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,9 +13,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from bandit.config import ExplorationConfig
-from bandit.evaluation import EvaluationConfig, evaluate_events, logged_events
-from bandit.models import Decision, PolicySnapshot, Reward
+from bandit.config import ExplorationConfig, FeatureConfig, compose_vw_args
+from bandit.evaluation import EvaluationConfig, evaluate_events, latest_evaluation, logged_events
+from bandit.lineages import stored_settings
+from bandit.models import Decision, PolicyLineage, PolicySnapshot, Reward
+from bandit.optimizer import LearningCandidate, default_grid
 from bandit.rewards import RewardConfig
 from bandit.simulator import (
     BASELINES,
@@ -26,6 +29,7 @@ from bandit.simulator import (
 )
 from bandit.world import World, WorldError, load_world, parse_world
 from tests.helpers import runtime
+from web.cli import learner_steps
 
 # Two segments that want opposite images, on two devices, for three titles.
 TINY_WORLD = {
@@ -200,3 +204,65 @@ def test_simulation_runs_the_real_loop_and_learns(app: Flask, tmp_path: Path) ->
     png = tmp_path / "regret.png"
     plot_regret(result, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_simulated_learner_optimises_as_keyart_learn_does_and_adopts(app: Flask) -> None:
+    """KEYART_AUTO_OPTIMIZE in the simulator: the learner's own steps (`learner_steps`) run
+    the real optimiser after a pass once enough has been learned, and an adopted setting
+    becomes a lineage that is trained from the log and switched in by the learner."""
+    nearly_uniform = compose_vw_args("--cb_explore_adf --epsilon 0.9", FeatureConfig())
+    config = SimulationConfig(
+        decisions=3000,
+        vw_args=nearly_uniform,
+        exploration=ExplorationConfig(apprentice_examples=0),
+        learn_every=300,
+    )
+    settings = replace(
+        runtime(app).settings,
+        vw_args=nearly_uniform,
+        reward_wait=config.reward_wait,
+        auto_optimize=True,
+        optimize_min_events=1000,
+    )
+    sessions = runtime(app).sessions
+    result = simulate(
+        World.model_validate(TINY_WORLD), sessions, config, steps=learner_steps(settings)
+    )
+    keyart = result.runs[0]
+
+    # It ran once: when the serving lineage had first learned 1,000 decisions (the pass at
+    # 1,200: decisions of the last minute are still in their reward window), and not again
+    # within the day-long interval. The whole grid was scored, and a setting adopted.
+    (run,) = keyart.extra["optimizations"]
+    assert run["decisions"] == 1200 and run["candidates"] == len(default_grid()) + 1
+    adopted = run["adopted"]
+    assert adopted is not None and run["verdict"].startswith("adopt")
+    adopted_args = LearningCandidate(adopted["exploration_args"], adopted["interactions"]).vw_args(
+        18
+    )
+    # The next pass trained a lineage for it from the log and switched it in, once.
+    assert keyart.extra["switches"] == [{"decisions": 1500, "vw_args": adopted_args}]
+    with sessions() as session:
+        assert stored_settings(session) == {
+            "KEYART_VW_ARGS": adopted["exploration_args"],
+            "KEYART_INTERACTIONS": adopted["interactions"],
+        }
+        evaluation = latest_evaluation(session, None)
+        assert evaluation.result["kind"] == "optimization"
+        assert evaluation.result["adopted"] == adopted
+        lineages = session.scalars(select(PolicyLineage).order_by(PolicyLineage.id)).all()
+        assert [(x.status, x.settings["vw_args"]) for x in lineages] == [
+            ("retired", nearly_uniform),
+            ("serving", adopted_args),
+        ]
+        # Serving followed: every decision after the switch came from the new lineage.
+        served = session.execute(
+            select(PolicySnapshot.lineage_id)
+            .join(Decision, Decision.policy_version == PolicySnapshot.version)
+            .where(Decision.id > 1500)
+            .distinct()
+        ).all()
+        assert served == [(lineages[1].id,)]
+    # ε = 0.9 explores nine decisions in ten; what replaced it does far better at the end.
+    rows = {row["policy"]: row for row in result.summary()}
+    assert rows["keyart"]["vs_oracle"] > 0.8

@@ -74,35 +74,47 @@ def write_log(
     start: datetime = START,
     exploration: ExplorationConfig | None = None,
     reward_wait: float = 600.0,
+    per_commit: int = 1,
 ) -> datetime:
     """`count` decisions a second apart, served by `policy`, and their clicks; returns the
-    time after the last one."""
+    time after the last one. `per_commit` decisions share one group-commit log and one
+    timestamp (a long log written quickly); 1 gives each its own second."""
     exploration = exploration or ExplorationConfig(floor=0.05, apprentice_examples=0)
     moment = start
-    for _ in range(count):
-        title = rng.choice(titles)
-        segment = rng.choice(list(CLICKS))
-        request = DecisionRequest(
-            title.id,
-            title.candidates(),
-            {
-                "segment": segment,
-                "device": rng.choice(["tv", "web", "phone"]),
-                "hour": rng.randrange(24),
-            },
-            {"title": title.id, "genre": list(title.genres)},
+    for first in range(0, count, per_commit):
+        asked: list[tuple[Title, str, DecisionRequest]] = []
+        for _ in range(min(per_commit, count - first)):
+            title = rng.choice(titles)
+            segment = rng.choice(list(CLICKS))
+            request = DecisionRequest(
+                title.id,
+                title.candidates(),
+                {
+                    "segment": segment,
+                    "device": rng.choice(["tv", "web", "phone"]),
+                    "hour": rng.randrange(24),
+                },
+                {"title": title.id, "genre": list(title.genres)},
+            )
+            asked.append((title, segment, request))
+        decided = decide(
+            session, policy, [a[2] for a in asked], rng, exploration=exploration, now=moment
         )
-        (decision,) = decide(session, policy, [request], rng, exploration=exploration, now=moment)
         session.flush()
-        if rng.random() < CLICKS[segment][title.look(decision.chosen_id)]:
+        clicks = [
+            Event(decision.event_id, "click")
+            for (title, segment, _), decision in zip(asked, decided, strict=True)
+            if rng.random() < CLICKS[segment][title.look(decision.chosen_id)]
+        ]
+        if clicks:
             record_events(
                 session,
-                [Event(decision.event_id, "click")],
+                clicks,
                 reward_wait=reward_wait,
                 known_types=["click", "play", "impression"],
                 now=moment + timedelta(seconds=5),
             )
-        moment += timedelta(seconds=1)
+        moment += timedelta(seconds=len(asked))
     session.commit()
     return moment
 
