@@ -229,11 +229,26 @@ def dr(
     """Doubly robust: V̂ = (1/n) Σ_i [Σ_a π_i(a) q̂_i(a) + w_i (r_i − q̂_i(a_i))].
     Unbiased if either the propensities or the reward model are right; the model soaks up
     variance the weights would otherwise add."""
-    expected, at_chosen = _model_terms(data)
     w = data.weights(clip)
-    return _mean_interval(
-        "dr", expected + w * (data.rewards - at_chosen), w, interval, rng, resamples
-    )
+    return _mean_interval("dr", dr_terms(data, clip=clip), w, interval, rng, resamples)
+
+
+def dr_terms(data: OffPolicyData, *, clip: float | None = None) -> np.ndarray:
+    """The doubly robust estimate's per-event terms, Σ_a π_i(a) q̂_i(a) + w_i (r_i − q̂_i(a_i)):
+    two policies' terms on the same events can be compared event by event (a paired test)."""
+    expected, at_chosen = _model_terms(data)
+    return expected + data.weights(clip) * (data.rewards - at_chosen)
+
+
+def paired_difference(terms: np.ndarray, baseline: np.ndarray) -> tuple[float, tuple[float, float]]:
+    """The mean of `terms − baseline` over the same events and its normal 95% interval.
+    Far narrower than either estimate's own interval: the events' shared noise cancels."""
+    if len(terms) != len(baseline) or len(terms) < 2:
+        raise ValueError("a paired difference needs the same events, at least two")
+    diff = np.asarray(terms) - np.asarray(baseline)
+    mean = float(diff.mean())
+    half = Z95 * float(diff.std(ddof=1)) / np.sqrt(len(diff))
+    return mean, (mean - half, mean + half)
 
 
 def on_policy(

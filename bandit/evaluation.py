@@ -56,6 +56,9 @@ class EvaluationConfig:
     clip: float | None = None
     interval: estimators.Interval = "normal"
     seed: int = 0
+    # Candidates' per-event doubly robust terms kept in the result (`"dr_terms"`, arrays,
+    # not JSON): for comparing two policies on the same events (`bandit.optimizer`).
+    keep_terms: bool = False
 
     def __post_init__(self) -> None:
         for args in self.candidates:
@@ -272,7 +275,7 @@ def _estimates(
         "dr": estimators.dr(data, clip=config.clip, **options),
     }
     ess = results["ips"].effective_sample_size
-    return {
+    out = {
         "name": target.name,
         "kind": target.kind,
         **target.extra,
@@ -280,6 +283,9 @@ def _estimates(
         "effective_sample_size": ess,
         "trustworthy": ess >= MIN_EFFECTIVE_SAMPLE,
     }
+    if config.keep_terms and target.kind == "candidate":
+        out["dr_terms"] = estimators.dr_terms(data, clip=config.clip)
+    return out
 
 
 def _summary(

@@ -3,9 +3,16 @@ progressive validation (each decision predicted before it is learned, in time or
 the offline estimators of `bandit.evaluation`, and say whether one of them beats the serving
 lineage's settings by enough to adopt.
 
-A candidate is adopted only when the lower end of its doubly robust 95% interval is above
-the serving settings' doubly robust estimate on the same events, and its effective sample
-size is large enough to trust: a setting that merely might be better changes nothing.
+A candidate is adopted only when it beats the serving settings on the same events with 95%
+confidence: the lower end of the 95% interval of its doubly robust gain (its per-event DR
+terms minus the serving settings', a paired comparison) is above zero, and its effective
+sample size is large enough to trust. A setting that merely might be better changes nothing.
+
+Paired, because comparing one interval's lower end with the other's point estimate asks far
+more than 95% confidence: most of either estimate's noise is the events' own, shared by both.
+On the quality benchmark's worlds (22,000 events, click rates of a few percent) candidates
+whose estimate was 10-30% above the serving one had lower bounds well below it, and nothing
+was ever adopted.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 from bandit.config import NAMESPACES, FeatureConfig, compose_vw_args
 from bandit.dsjson import LoggedEvent
+from bandit.estimators import paired_difference
 from bandit.evaluation import EvaluationConfig, evaluate_events
 
 # The grid `keyart optimize` searches by default: learning rate, squarecb's gamma scale,
@@ -120,7 +128,7 @@ def optimize(
     scored: list[tuple[LearningCandidate, str]] = [(serving, serving_args)]
     # One candidate first, to learn what one costs; then as many as the budget allows.
     evaluation = evaluate_events(
-        events, EvaluationConfig(candidates=[serving_args]), None, defaults
+        events, EvaluationConfig(candidates=[serving_args], keep_terms=True), None, defaults
     )
     policies = [p for p in evaluation["policies"] if p["kind"] == "candidate"]
     per_candidate = time.monotonic() - started
@@ -131,14 +139,24 @@ def optimize(
             skipped += 1
             continue
         args = candidate.vw_args(hash_bits)
-        one = evaluate_events(events, EvaluationConfig(candidates=[args]), None, defaults)
+        one = evaluate_events(
+            events, EvaluationConfig(candidates=[args], keep_terms=True), None, defaults
+        )
         policies += [p for p in one["policies"] if p["kind"] == "candidate"]
         scored.append((candidate, args))
     evaluation["policies"] = [p for p in evaluation["policies"] if p["kind"] != "candidate"]
     evaluation["policies"] += policies
     rows = []
+    # Arrays, not JSON: popped from what is stored.
+    serving_terms = policies[0].pop("dr_terms")
     for (candidate, args), policy in zip(scored, policies, strict=True):
         estimate = policy["estimates"][ESTIMATOR]
+        terms = serving_terms if candidate == serving else policy.pop("dr_terms")
+        gain, gain_ci95 = (
+            (0.0, (0.0, 0.0))
+            if candidate == serving or len(terms) < 2
+            else paired_difference(terms, serving_terms)
+        )
         rows.append(
             {
                 "exploration_args": candidate.exploration_args,
@@ -146,6 +164,9 @@ def optimize(
                 "vw_args": args,
                 "estimate": estimate["value"],
                 "ci95": estimate["ci95"],
+                # Its estimate minus the serving settings', event by event.
+                "gain": gain,
+                "gain_ci95": list(gain_ci95),
                 "effective_sample_size": policy["effective_sample_size"],
                 "serving": candidate == serving,
             }
@@ -153,21 +174,24 @@ def optimize(
     baseline = rows[0]["estimate"]
     best = max(
         (r for r in rows[1:] if r["effective_sample_size"] >= min_effective_sample),
-        key=lambda r: r["ci95"][0],
+        key=lambda r: r["gain_ci95"][0],
         default=None,
     )
     adopt = None
-    if best is not None and best["ci95"][0] > baseline:
+    if best is not None and best["gain_ci95"][0] > 0:
         adopt = LearningCandidate(best["exploration_args"], best["interactions"])
         verdict = (
             f"adopt `{best['exploration_args']}` with {best['interactions']}: its {ESTIMATOR} "
-            f"95% interval ({best['ci95'][0]:.4f} to {best['ci95'][1]:.4f}) lies above the "
-            f"serving settings' {baseline:.4f}"
+            f"estimate {best['estimate']:.4f} beats the serving settings' {baseline:.4f} on "
+            f"the same events by {best['gain']:+.4f} (95% interval {best['gain_ci95'][0]:+.4f} "
+            f"to {best['gain_ci95'][1]:+.4f})"
         )
     elif best is not None:
         verdict = (
-            f"keep the serving settings ({baseline:.4f}): the best candidate's lower bound, "
-            f"{best['ci95'][0]:.4f} (`{best['exploration_args']}`), does not beat it"
+            f"keep the serving settings ({baseline:.4f}): the best candidate "
+            f"(`{best['exploration_args']}`, {best['estimate']:.4f}) gains {best['gain']:+.4f}"
+            f" on the same events, but its 95% interval ({best['gain_ci95'][0]:+.4f} to "
+            f"{best['gain_ci95'][1]:+.4f}) does not exclude no gain"
         )
     else:
         verdict = "keep the serving settings: no candidate has enough effective samples"

@@ -284,9 +284,21 @@ def _optimization_record(run: Optimization, decisions: int) -> dict[str, Any]:
         if adopted is None
         else {"exploration_args": adopted.exploration_args, "interactions": adopted.interactions},
         "verdict": run.verdict,
-        # Each setting scored: its arguments, doubly robust estimate and 95% interval.
+        # Each setting scored: its arguments, doubly robust estimate and 95% interval, and
+        # its gain over the serving setting on the same events with that interval.
         "table": [
-            {k: row[k] for k in ("exploration_args", "interactions", "estimate", "ci95", "serving")}
+            {
+                k: row[k]
+                for k in (
+                    "exploration_args",
+                    "interactions",
+                    "estimate",
+                    "ci95",
+                    "gain",
+                    "gain_ci95",
+                    "serving",
+                )
+            }
             for row in run.rows
         ],
     }

@@ -212,10 +212,11 @@ def _adoptions(extra: dict[str, Any]) -> str:
             else f"adopted nothing ({run['verdict']})"
         )
         serving, *others = run["table"]
-        top = max(others, key=lambda row: row["estimate"], default=None)
+        top = max(others, key=lambda row: row["gain_ci95"][0], default=None)
         best = (
-            f"; best estimate `{top['exploration_args']}` with {top['interactions']}: "
-            f"{top['estimate']:.4f} against the serving {serving['estimate']:.4f}"
+            f"; best `{top['exploration_args']}` with {top['interactions']}: "
+            f"{top['estimate']:.4f} against the serving {serving['estimate']:.4f}, gain "
+            f"{top['gain']:+.4f} ({top['gain_ci95'][0]:+.4f} to {top['gain_ci95'][1]:+.4f})"
             if top
             else ""
         )

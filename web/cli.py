@@ -769,15 +769,22 @@ def optimize(candidates: tuple[str, ...], budget: float, dry_run: bool, as_json:
     if as_json:
         click.echo(json.dumps(jsonable(run.as_result()), indent=2))
         return
-    click.echo(f"{run.events} decisions of the retained log; doubly robust estimates, 95%:\n")
-    click.echo("| exploration | interactions | estimate | 95% interval | ESS |")
-    click.echo("|---|---|---:|---|---:|")
+    click.echo(
+        f"{run.events} decisions of the retained log; doubly robust estimates, and each "
+        "setting's gain over the serving one on the same events, 95%:\n"
+    )
+    click.echo(
+        "| exploration | interactions | estimate | 95% interval | gain | 95% interval | ESS |"
+    )
+    click.echo("|---|---|---:|---|---:|---|---:|")
     for row in run.rows:
         low, high = row["ci95"]
         mark = " (serving)" if row["serving"] else ""
+        gain_low, gain_high = row["gain_ci95"]
+        gain = "" if row["serving"] else f"{row['gain']:+.4f} | {gain_low:+.4f} to {gain_high:+.4f}"
         click.echo(
             f"| `{row['exploration_args']}`{mark} | {row['interactions']} "
-            f"| {row['estimate']:.4f} | {low:.4f} to {high:.4f} "
+            f"| {row['estimate']:.4f} | {low:.4f} to {high:.4f} | {gain or ' | '} "
             f"| {row['effective_sample_size']:.0f} |"
         )
     click.echo(f"\n{run.verdict}")

@@ -147,3 +147,21 @@ def test_bootstrap_intervals_cover_too() -> None:
         )
         covered += estimate.lower <= TRUE_VALUE <= estimate.upper
     assert covered >= 90, covered
+
+
+def test_a_paired_difference_sees_a_gain_that_overlapping_intervals_hide() -> None:
+    # Two policies scored on the same 20,000 events: most of each one's noise is the
+    # events' own (which viewers clicked), the same for both.
+    rng = np.random.default_rng(7)
+    shared = rng.binomial(1, 0.08, 20_000) / 0.5
+    baseline = shared + rng.normal(0, 0.01, shared.size)
+    better = shared * 1.03 + rng.normal(0, 0.01, shared.size)
+    half = estimators.Z95 * baseline.std(ddof=1) / np.sqrt(baseline.size)
+    # Apart, the better one's lower bound is nowhere near above the other's estimate...
+    assert better.mean() - half < baseline.mean()
+    gain, (low, high) = estimators.paired_difference(better, baseline)
+    # ...paired, its gain is clearly above zero, and it is the difference of the means.
+    assert gain == pytest.approx(better.mean() - baseline.mean())
+    assert 0 < low < gain < high
+    with pytest.raises(ValueError, match="same events"):
+        estimators.paired_difference(better, baseline[:-1])

@@ -48,6 +48,10 @@ def test_a_clearly_better_setting_is_adopted(logged: Flask, session: Session) ->
     serving, best = run.rows
     assert serving["serving"] and serving["exploration_args"].startswith(NEARLY_UNIFORM)
     assert best["ci95"][0] > serving["estimate"]
+    # The gain is the difference of the two estimates, with a paired interval above zero.
+    assert best["gain"] == pytest.approx(best["estimate"] - serving["estimate"])
+    assert 0 < best["gain_ci95"][0] < best["gain"] < best["gain_ci95"][1]
+    assert serving["gain"] == 0
     assert stored_settings(session)["KEYART_VW_ARGS"] == SQUARECB
     stored = latest_evaluation(session, None)
     assert stored is not None and stored.result["kind"] == "optimization"
@@ -60,6 +64,7 @@ def test_a_worse_setting_is_refused_and_nothing_changes(logged: Flask, session: 
     run = optimize_settings(session, settings, candidates=(NEARLY_UNIFORM,))
     assert run.adopt is None
     assert run.verdict.startswith("keep the serving settings")
+    assert run.rows[1]["gain_ci95"][1] < 0  # worse, with 95% confidence
     assert stored_settings(session) == {}
     assert latest_evaluation(session, None).result["adopted"] is None
 
