@@ -677,6 +677,7 @@ def simulate(
     import json
     import shlex
     import tempfile
+    from dataclasses import replace
 
     from sqlalchemy import func, select
 
@@ -722,7 +723,14 @@ def simulate(
                 if not as_json and done % 10_000 < config.learn_every:
                     click.echo(f"  {done} decisions", err=True)
 
-            result = run_simulation(loaded, sessions, config, _progress)
+            # With KEYART_AUTO_OPTIMIZE on, the simulated learner optimises as `keyart learn`
+            # would, with the simulation's own arguments and reward window.
+            steps = None
+            if settings.auto_optimize:
+                steps = learner_steps(
+                    replace(settings, vw_args=config.vw_args, reward_wait=config.reward_wait)
+                )
+            result = run_simulation(loaded, sessions, config, _progress, steps)
         finally:
             engine.dispose()
     plot_regret(result, png)
@@ -730,6 +738,8 @@ def simulate(
         click.echo(json.dumps({"summary": result.summary(), "png": str(png)}, indent=2))
         return
     click.echo(format_table(result.summary()))
+    for run in result.summary()[0].get("optimizations", []):
+        click.echo(f"optimiser, after {run['decisions']} decisions: {run['verdict']}")
     click.echo(f"regret curve: {png}")
 
 

@@ -266,3 +266,45 @@ def test_the_simulated_learner_optimises_as_keyart_learn_does_and_adopts(app: Fl
     # ε = 0.9 explores nine decisions in ten; what replaced it does far better at the end.
     rows = {row["policy"]: row for row in result.summary()}
     assert rows["keyart"]["vs_oracle"] > 0.8
+
+
+def test_keyart_simulate_optimises_when_keyart_auto_optimize_is_on(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`keyart simulate` with KEYART_AUTO_OPTIMIZE: the same learner steps as `keyart learn`,
+    so a poor `--vw-args` is replaced by what the optimiser adopts, and the run says so."""
+    from click.testing import CliRunner
+
+    from web.cli import main
+
+    world = tmp_path / "tiny.json"
+    world.write_text(json.dumps(TINY_WORLD))
+    env = {
+        **cli_env,
+        "KEYART_AUTO_OPTIMIZE": "1",
+        "KEYART_OPTIMIZE_MIN_EVENTS": "1000",
+        # As the simulator test above: the policy's own draws from the start, so the log
+        # says something about other settings.
+        "KEYART_APPRENTICE_EXAMPLES": "0",
+    }
+    result = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--world",
+            str(world),
+            "--decisions",
+            "3000",
+            "--vw-args",
+            "--cb_explore_adf --epsilon 0.9",
+            "--png",
+            str(tmp_path / "regret.png"),
+            "--json",
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    (keyart, *_) = json.loads(result.output[result.output.index("{") :])["summary"]
+    (run,) = keyart["optimizations"]
+    assert run["adopted"] is not None and run["verdict"].startswith("adopt"), run["verdict"]
+    assert len(keyart["switches"]) == 1
