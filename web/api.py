@@ -45,7 +45,8 @@ def _check_rendition(name: str | None) -> str:
     return name
 
 
-def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
+def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool, bool]:
+    """The page's answers, whether its format was negotiated, and whether it fell back."""
     fmt, negotiated = _negotiate(body.format)
     page = PageRequest(
         titles=body.titles,
@@ -65,15 +66,14 @@ def _decide(body: DecisionsRequest) -> tuple[list[dict[str, Any]], bool]:
         metrics.DECISION_MODES.labels(mode).inc(count)
     if modes["fallback"]:
         metrics.FALLBACK_ANSWERS.inc(modes["fallback"])
-    return decided, negotiated
+    return decided, negotiated, modes["fallback"] > 0
 
 
-def _vary(response: Response, negotiated: bool, decided: list[dict[str, Any]]) -> Response:
+def _vary(response: Response, negotiated: bool, fallback: bool) -> Response:
     if negotiated:
         response.vary.add("Accept")
     response.headers["Cache-Control"] = "no-store"
-    # A page falls back as a whole (`web.personalize._fallback`), so its first answer tells.
-    if any(d.get("mode") == "fallback" for d in decided[:1]):
+    if fallback:
         response.headers["Keyart-Fallback"] = "1"
     return response
 
@@ -89,8 +89,8 @@ def _answer(value: Any) -> Response:
 
 @bp.post("/decisions")
 def decisions() -> Response:
-    decided, negotiated = _decide(json_body(DecisionsRequest))
-    return _vary(_answer({"decisions": decided}), negotiated, decided)
+    decided, negotiated, fallback = _decide(json_body(DecisionsRequest))
+    return _vary(_answer({"decisions": decided}), negotiated, fallback)
 
 
 _RESERVED = {"user", "rendition", "format", "defer_activation"}
@@ -133,13 +133,13 @@ def one_title(title_id: str) -> tuple[Response, int]:
         )
     except ValidationError as error:
         raise ApiError(422, "invalid_request", describe_validation(error)) from None
-    decided, negotiated = _decide(body)
+    decided, negotiated, fallback = _decide(body)
     (decision,) = decided
     status = 200
     if "error" in decision:
         status = 404 if decision["error"]["code"] == "unknown_title" else 409
-        return _vary(_answer({"error": decision["error"]}), negotiated, decided), status
-    return _vary(_answer(decision), negotiated, decided), status
+        return _vary(_answer({"error": decision["error"]}), negotiated, fallback), status
+    return _vary(_answer(decision), negotiated, fallback), status
 
 
 @bp.post("/events")

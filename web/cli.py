@@ -737,8 +737,9 @@ def simulate(
     if as_json:
         click.echo(json.dumps({"summary": result.summary(), "png": str(png)}, indent=2))
         return
-    click.echo(format_table(result.summary()))
-    for run in result.summary()[0].get("optimizations", []):
+    summary = result.summary()
+    click.echo(format_table(summary))
+    for run in summary[0].get("optimizations", []):
         click.echo(f"optimiser, after {run['decisions']} decisions: {run['verdict']}")
     click.echo(f"regret curve: {png}")
 

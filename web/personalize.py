@@ -87,16 +87,10 @@ def _fallback(runtime: Runtime, page: PageRequest, error: ApiError) -> list[dict
     for title_id in page.titles:
         artwork_id = shown.get(title_id)
         if artwork_id is None:
-            if title_id in known:
-                out.append({"title": title_id, "error": _missing(title_id, True)})
-            else:
-                message = (
-                    f"title {title_id!r} is not in this process's catalog snapshot, and the "
-                    "database is unavailable"
-                )
-                out.append(
-                    {"title": title_id, "error": {"code": "unknown_title", "message": message}}
-                )
+            error = _missing(title_id, title_id in known)
+            if title_id not in known:  # it may exist: only the snapshot does not hold it
+                error["message"] += " in this process's catalog snapshot (the database is out)"
+            out.append({"title": title_id, "error": error})
             continue
         out.append(
             {
