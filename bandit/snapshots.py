@@ -129,6 +129,7 @@ class ServingPolicy:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._refresh_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self.current = Policy(vw_args)
         # When the snapshot served was learned (None: no snapshot yet), and what to call
         # after each poll (metrics of the version and age served).
@@ -164,11 +165,21 @@ class ServingPolicy:
             return True
 
     def start(self) -> None:
+        """Poll from now on, refreshing first: a process starts polling on its first request
+        (web/__init__.py), and a gunicorn worker that no connection reached for a while would
+        otherwise decide that request with the model it loaded when it booted."""
         if self._thread is not None and self._thread.is_alive():
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
-        self._thread.start()
+        with self._start_lock:  # a process's first requests arrive together
+            if self._thread is not None and self._thread.is_alive():
+                return
+            try:
+                self.refresh()
+            except Exception:  # the database is down: the poller retries every second
+                log.exception("policy refresh failed")
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop polling and wait for a refresh under way, so nothing uses the database after."""

@@ -61,6 +61,23 @@ def test_serving_notices_a_newer_snapshot_on_its_own(app: Flask, session: Sessio
         serving.stop()
 
 
+def test_a_process_first_asked_long_after_it_started_decides_with_the_newest_snapshot(
+    app: Flask, session: Session
+) -> None:
+    # A gunicorn worker loads the policy when it boots and starts polling on its first
+    # request; one that no connection reached while the learner moved on must not answer
+    # that request with its boot-time model (a live Personalizer test once got uniform
+    # probabilities from such a worker).
+    serving = ServingPolicy(runtime(app).sessions, DEFAULT_VW_ARGS, poll_seconds=3600)
+    assert serving.current.version == 0
+    version = _learn(session, 6)
+    serving.start()
+    try:
+        assert serving.current.version == version
+    finally:
+        serving.stop()
+
+
 def test_corrupt_snapshot_falls_back_to_the_previous_one(app: Flask, session: Session) -> None:
     good = _learn(session, 3)
     bad = _learn(session, 4)
