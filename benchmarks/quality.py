@@ -97,7 +97,10 @@ SETTINGS = {
         Setting("squarecb-nofloor", floor=0.0, floor_min=None),
         Setting("squarecb-coin", "--cb_explore_adf --squarecb --coin"),
         Setting("squarecb-g100", "--cb_explore_adf --squarecb --gamma_scale 100 -l 0.1"),
+        Setting("squarecb-g100-l0.5", "--cb_explore_adf --squarecb --gamma_scale 100"),
+        Setting("squarecb-g30", "--cb_explore_adf --squarecb --gamma_scale 30"),
         Setting("squarecb-clip", "--cb_explore_adf --squarecb --clip_p 0.1"),
+        Setting("squarecb-clip0.03", "--cb_explore_adf --squarecb --clip_p 0.03"),
         Setting("squarecb-l0.1", "--cb_explore_adf --squarecb -l 0.1"),
         Setting("squarecb-fastdecay", floor_decay_examples=1000),
         Setting("floor-5%-decay", floor=0.05, floor_min=0.002, floor_decay_examples=2000),
@@ -241,7 +244,8 @@ def main() -> None:
         "--setting",
         action="append",
         choices=sorted(SETTINGS),
-        help=f"the arms to run (repeatable; default: {', '.join(COMPARED)})",
+        # argparse formats help with %: an arm's name may hold one ("squarecb-1%-floor").
+        help=f"the arms to run (repeatable; default: {', '.join(COMPARED)})".replace("%", "%%"),
     )
     parser.add_argument(
         "--optimize-min-events",
