@@ -5,7 +5,7 @@ the very same traffic, and the summary ranks the settings by their worst world.
 
     python benchmarks/quality.py [--decisions 40000] [--learn-every 2000] [--jobs 2]
         [--world NAME_OR_PATH]... [--setting NAME]... [--optimize-min-events 20000]
-        [--png docs/regret.png]
+        [--seed N] [--png docs/regret.png]
 
 `default+auto-optimise` is the shipped default with KEYART_AUTO_OPTIMIZE on: the simulated
 learner takes `keyart learn`'s own steps (`web.cli.learner_steps`), so after a pass it runs
@@ -18,6 +18,9 @@ the oracle in every world (>= 0.92 with automatic optimisation), and above both 
 single variant per title (in hindsight) and per-(segment, title) Thompson sampling in every
 world, except where one variant is best for everyone (`one_best`), where it must be within
 2% of the best single variant.
+
+A world's seed draws its traffic, its clicks and keyart's own draws; `--seed` runs the same
+worlds on other draws, to tell a setting's real difference from one seed's luck.
 
 Each run gets its own SQLite database in shared memory (/dev/shm where there is one): the
 log's group commits then cost no disk flush, which would otherwise be most of a run's time.
@@ -141,8 +144,10 @@ def run_one(
     decisions: int,
     learn_every: int,
     optimize_min_events: int = OPTIMIZE_MIN_EVENTS,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """One world through keyart with `setting`, and the baselines on the same traffic."""
+    """One world through keyart with `setting`, and the baselines on the same traffic
+    (drawn from `seed` in place of the world's own, when given)."""
     world = _load(world_name)
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=scratch, prefix="keyart-quality-") as tmp:
@@ -154,6 +159,7 @@ def run_one(
             vw_args=setting.vw_args(),
             exploration=setting.exploration(),
             learn_every=learn_every,
+            seed=seed,
         )
         steps = None
         if setting.auto_optimize:
@@ -253,6 +259,11 @@ def main() -> None:
         default=OPTIMIZE_MIN_EVENTS,
         help=f"KEYART_OPTIMIZE_MIN_EVENTS for `{AUTO}`",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="draw every world's traffic and clicks from this seed instead of its own",
+    )
     parser.add_argument("--png", type=Path, default=Path("docs/regret.png"))
     options = parser.parse_args()
     worlds = options.world or [*WORLDS, TAGS_ONLY]
@@ -266,7 +277,13 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=options.jobs) as pool:
         futures = [
             pool.submit(
-                run_one, w, s, options.decisions, options.learn_every, options.optimize_min_events
+                run_one,
+                w,
+                s,
+                options.decisions,
+                options.learn_every,
+                options.optimize_min_events,
+                options.seed,
             )
             for w, s in jobs
         ]
