@@ -5,7 +5,7 @@ the very same traffic, and the summary ranks the settings by their worst world.
 
     python benchmarks/quality.py [--decisions 40000] [--learn-every 2000] [--jobs 2]
         [--world NAME_OR_PATH]... [--setting NAME]... [--optimize-min-events 20000]
-        [--seed N] [--png docs/regret.png]
+        [--seed N] [--seeds K] [--png docs/regret.png]
 
 `default+auto-optimise` is the shipped default with KEYART_AUTO_OPTIMIZE on: the simulated
 learner takes `keyart learn`'s own steps (`web.cli.learner_steps`), so after a pass it runs
@@ -19,8 +19,10 @@ single variant per title (in hindsight) and per-(segment, title) Thompson sampli
 world, except where one variant is best for everyone (`one_best`), where it must be within
 2% of the best single variant.
 
-A world's seed draws its traffic, its clicks and keyart's own draws; `--seed` runs the same
-worlds on other draws, to tell a setting's real difference from one seed's luck.
+A world's seed draws its traffic, its clicks and keyart's own draws. A world's share of the
+oracle moves by several points from one seed to the next, more than most settings differ, so
+`--seeds K` runs every world on K seeds (the world's own, or `--seed N`, and the K − 1 after
+it) and every figure is the mean over them; the summary also gives each world's range.
 
 Each run gets its own SQLite database in shared memory (/dev/shm where there is one): the
 log's group commits then cost no disk flush, which would otherwise be most of a run's time.
@@ -145,10 +147,12 @@ def run_one(
     learn_every: int,
     optimize_min_events: int = OPTIMIZE_MIN_EVENTS,
     seed: int | None = None,
+    offset: int = 0,
 ) -> dict[str, Any]:
-    """One world through keyart with `setting`, and the baselines on the same traffic
-    (drawn from `seed` in place of the world's own, when given)."""
+    """One world through keyart with `setting`, and the baselines on the same traffic,
+    drawn from `seed` (default: the world's own) plus `offset`."""
     world = _load(world_name)
+    seed = (world.seed if seed is None else seed) + offset
     scratch = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=scratch, prefix="keyart-quality-") as tmp:
         url = f"sqlite:///{tmp}/simulate.db"
@@ -180,10 +184,29 @@ def run_one(
     return {
         "world": world_name,
         "setting": setting.name,
+        "seed": seed,
         "rows": {row["policy"]: row for row in result.summary()},
         "seconds": time.perf_counter() - started,
         "result": result,
         "extra": result.runs[0].extra,
+    }
+
+
+def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One world and setting over several seeds: each policy's figures averaged, keyart's
+    share of the oracle on each seed kept (`shares`), the first seed's result and extras."""
+    rows = {
+        policy: {
+            key: sum(r["rows"][policy][key] for r in runs) / len(runs)
+            for key in ("expected_ctr_tail", "vs_oracle", "cumulative_regret")
+        }
+        for policy in runs[0]["rows"]
+    }
+    return {
+        **runs[0],
+        "rows": rows,
+        "shares": [r["rows"]["keyart"]["vs_oracle"] for r in runs],
+        "seconds": sum(r["seconds"] for r in runs),
     }
 
 
@@ -264,14 +287,20 @@ def main() -> None:
         type=int,
         help="draw every world's traffic and clicks from this seed instead of its own",
     )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds per world (the figures are their means)"
+    )
     parser.add_argument("--png", type=Path, default=Path("docs/regret.png"))
     options = parser.parse_args()
     worlds = options.world or [*WORLDS, TAGS_ONLY]
     settings = [SETTINGS[name] for name in options.setting or COMPARED]
-    jobs = [(w, s) for w in worlds for s in settings]
+    if options.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    jobs = [(w, s, i) for w in worlds for s in settings for i in range(options.seeds)]
     print(
-        f"{len(worlds)} worlds × {len(settings)} settings, {options.decisions} decisions each, "
-        f"a learning pass every {options.learn_every}; {options.jobs} at once\n",
+        f"{len(worlds)} worlds × {len(settings)} settings × {options.seeds} seeds, "
+        f"{options.decisions} decisions each, a learning pass every {options.learn_every}; "
+        f"{options.jobs} at once\n",
         flush=True,
     )
     with ProcessPoolExecutor(max_workers=options.jobs) as pool:
@@ -284,8 +313,9 @@ def main() -> None:
                 options.learn_every,
                 options.optimize_min_events,
                 options.seed,
+                i,
             )
-            for w, s in jobs
+            for w, s, i in jobs
         ]
         runs = []
         for future in futures:
@@ -293,13 +323,19 @@ def main() -> None:
             runs.append(run)
             keyart = run["rows"]["keyart"]
             print(
-                f"  {run['world']:<15} {run['setting']:<22} keyart {keyart['vs_oracle']:.1%} "
-                f"of the oracle  ({run['seconds']:.0f} s)",
+                f"  {run['world']:<15} {run['setting']:<22} seed {run['seed']:<6} "
+                f"keyart {keyart['vs_oracle']:.1%} of the oracle  ({run['seconds']:.0f} s)",
                 flush=True,
             )
             if "optimizations" in run["extra"]:
                 print(f"    {_adoptions(run['extra'])}", flush=True)
-    by = {(r["world"], r["setting"]): r for r in runs}
+    by = {
+        (w, s.name): mean_run([r for r in runs if (r["world"], r["setting"]) == (w, s.name)])
+        for w in worlds
+        for s in settings
+    }
+    if options.seeds > 1:
+        print(f"\nevery figure below is the mean over {options.seeds} seeds")
     for world in worlds:
         print(f"\n## {world}\n")
         first = by[(world, settings[0].name)]
@@ -338,6 +374,17 @@ def main() -> None:
     for name in ("best_variant_in_hindsight", "thompson"):
         shares = [by[(w, settings[0].name)]["rows"][name]["vs_oracle"] for w in worlds]
         print(f"| {name} | " + " | ".join(f"{s:.1%}" for s in shares) + f" | {min(shares):.1%} | |")
+    if options.seeds > 1:
+        print("\nkeyart's lowest and highest share over the seeds:\n")
+        print("| setting | " + " | ".join(worlds) + " |")
+        print("|---|" + "---:|" * len(worlds))
+        for setting in settings:
+            spans = [by[(w, setting.name)]["shares"] for w in worlds]
+            print(
+                f"| `{setting.name}` | "
+                + " | ".join(f"{min(x):.1%}–{max(x):.1%}" for x in spans)
+                + " |"
+            )
     if "noise_features" in worlds and TAGS_ONLY in worlds:
         print("\nimage features that are pure noise (issue 12: within 1% of keyart without them):")
         for setting in settings:
@@ -354,7 +401,8 @@ def main() -> None:
                 print(f"- {world}: {_adoptions(by[(world, setting.name)]['extra'])}")
     if "default" in worlds and "default" in {s.name for s in settings}:
         result: SimulationResult = by[("default", "default")]["result"]
-        print("\nthe default world with the default setting:\n")
+        seeds = " (its first seed)" if options.seeds > 1 else ""
+        print(f"\nthe default world with the default setting{seeds}:\n")
         print(format_table(result.summary()))
         options.png.parent.mkdir(parents=True, exist_ok=True)
         plot_regret(result, options.png)
