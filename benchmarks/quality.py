@@ -108,6 +108,7 @@ SETTINGS = {
         Setting("squarecb-clip0.03", "--cb_explore_adf --squarecb --clip_p 0.03"),
         Setting("squarecb-l0.1", "--cb_explore_adf --squarecb -l 0.1"),
         Setting("squarecb-fastdecay", floor_decay_examples=1000),
+        Setting("squarecb-fastdecay-low", floor_min=0.0005, floor_decay_examples=1000),
         Setting("floor-5%-decay", floor=0.05, floor_min=0.002, floor_decay_examples=2000),
         Setting("epsilon-0.05", "--cb_explore_adf --epsilon 0.05", floor_min=None),
         Setting("epsilon-0.02-dm", "--cb_explore_adf --epsilon 0.02 --cb_type dm"),
