@@ -175,7 +175,7 @@ class ServingPolicy:
                 return
             try:
                 self.refresh()
-            except Exception:  # the database is down: the poller retries every second
+            except Exception:  # the database is down: the poller tries again
                 log.exception("policy refresh failed")
             self._stop.clear()
             self._thread = threading.Thread(target=self._poll, name="keyart-policy", daemon=True)
