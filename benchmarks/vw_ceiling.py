@@ -91,7 +91,10 @@ def _trait_values(traits: Mapping[str, Trait]) -> dict[str, float]:
 def click_model_features(world: World) -> tuple[np.ndarray, list[str]]:
     """x(s, d, t, v), the features the world's click logit is linear in: one per title (its
     base rate), one per variant (its appeal), and one per segment × trait and device × trait
-    (their likings). Shape (segments, devices, titles, most variants, features); the names."""
+    (their likings). Shape (segments, devices, titles, most variants, features); the names.
+    Like the world's own reading, a string trait is categorical and a number or boolean is a
+    weight; a `name=value` liking of a number or boolean (which `_liking` would match on its
+    text) has no feature here, and no shipped world has one (tests/test_ceilings.py)."""
     values = [[_trait_values(v.traits) for v in t.variants] for t in world.titles]
     traits = sorted({k for title in values for variant in title for k in variant})
     names = [f"title:{t.id}" for t in world.titles]
@@ -164,12 +167,14 @@ def informed_ceiling(
         for i in range(start, min(start + learn_every, decisions)):
             cell = (int(traffic.segment[i]), int(traffic.device[i]), int(traffic.title[i]))
             k = sizes[cell[2]]
-            if not thompson:
-                factors[cell] = np.zeros((k, k))
-            elif cell not in factors:
-                block = x[cell][:k]
-                factors[cell] = np.linalg.cholesky(block @ covariance @ block.T + 1e-12 * np.eye(k))
-            v = int(np.argmax(means[cell][:k] + factors[cell] @ draw.standard_normal(k)))
+            score = means[cell][:k]
+            if thompson:
+                if cell not in factors:
+                    block = x[cell][:k]
+                    cov = block @ covariance @ block.T
+                    factors[cell] = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
+                score = score + factors[cell] @ draw.standard_normal(k)
+            v = int(np.argmax(score))
             expected[i] = rates[i, v]
             row = np.ravel_multi_index((*cell, v), cells)
             shown[row] += 1

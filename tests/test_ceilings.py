@@ -14,6 +14,7 @@ from scipy.special import logit
 from bandit.world import World, load_world, parse_world
 from benchmarks.vw_ceiling import click_model_features, informed_ceiling
 
+WORLDS = Path(str(resources.files("bandit") / "worlds"))
 SHIPPED = ("default", "segments", "devices", "one_best", "noise_features", "drift")
 
 
@@ -41,10 +42,9 @@ def _true_weights(world: World, names: list[str]) -> np.ndarray:
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_informed_learner_s_features_are_the_click_model_s_own(name: str) -> None:
-    path = None if name == "default" else Path(str(resources.files("bandit") / "worlds"))
-    world = load_world(None if path is None else path / f"{name}.json")
+    world = load_world(None if name == "default" else WORLDS / f"{name}.json")
     x, names = click_model_features(world)
-    rates = world.click_rates()
+    rates = world.click_rates()  # the start of the run: `_true_weights` reads no phases
     present = ~np.isnan(rates)
     assert present.sum() > 0
     np.testing.assert_allclose((x @ _true_weights(world, names))[present], logit(rates[present]))
