@@ -18,11 +18,15 @@ median over the rounds printed. Then each server gets page load until its worker
 served 100,000 decisions each, and the largest worker's resident memory is printed.
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
-self and inclusive share of samples). `--breakdown` adds two single-title runs against
-routes only this benchmark's keyart app has (neither is something keyart serves):
+self and inclusive share of samples). `--breakdown` adds runs, for one title and for a
+page, against routes only this benchmark's keyart app has (neither is something keyart
+serves), each beside a floor run of its own at the lowest concurrency:
 
     validate  POST /bench/validate     the decision request parsed and validated, no more
-    unlogged  POST /bench/unlogged     the decision made and answered, not logged
+    unlogged  POST /bench/unlogged     the decisions made and answered, not logged
+
+A page's `unlogged` ÷ floor is the most any decision log could let a page reach; its
+`validate` ÷ floor, the most any decision engine could.
 
     python benchmarks/serve.py [--seconds 5] [--repeats 3] [--connections 8,32]
                                [--workers 2] [--threads 8] [--only sqlite|postgres]
@@ -375,6 +379,7 @@ class Server:
             "single": lua_script("POST", "/api/v1/decisions", bodies(1)),
             "page": lua_script("POST", "/api/v1/decisions", bodies(TITLES)),
         }
+        self.titles = dict(ENDPOINTS)
 
     def measure(
         self, endpoint: str, seconds: int, connections: int, work: Path
@@ -386,7 +391,7 @@ class Server:
         run_wrk(self.port, script, WARMUP_SECONDS, connections, work)
         cpu = worker_usage(self.process)
         result = run_wrk(self.port, script, seconds, connections, work)
-        per = dict(ENDPOINTS)[endpoint] or 1
+        per = self.titles[endpoint] or 1
         result["dps"] = result["rps"] * per
         result["cpu_us"] = (worker_usage(self.process) - cpu) / (result["dps"] * seconds) * 1e6
         return result
@@ -568,9 +573,14 @@ def bench_database(
         extra = []
         if args.breakdown:
             keyart = servers[0]
-            for label, path in (("validate", "/bench/validate"), ("unlogged", "/bench/unlogged")):
-                keyart.scripts[label] = lua_script("POST", path, bodies(1))
-                extra.append((label, keyart.measure(label, args.seconds, args.connections[0], var)))
+            for label, path, titles in BREAKDOWN:
+                keyart.scripts[label] = lua_script("POST", path, bodies(titles))
+                keyart.titles[label] = titles
+                # Each beside a floor run of its own, for a ratio from runs seconds apart.
+                floor = keyart.measure("floor", args.seconds, args.connections[0], var)
+                result = keyart.measure(label, args.seconds, args.connections[0], var)
+                result["floor"] = floor["rps"]
+                extra.append((label, result))
         memory = {}
         for server in servers:
             # Each worker has then served at least 100,000 decisions (the kernel spreads
@@ -589,6 +599,15 @@ def bench_database(
 
 
 RSS_AFTER = 100_000
+
+# `--breakdown`'s runs: a request only parsed and validated, and a decision made and
+# answered but not logged, for one title and for a page.
+BREAKDOWN = (
+    ("validate single", "/bench/validate", 1),
+    ("unlogged single", "/bench/unlogged", 1),
+    ("validate page", "/bench/validate", TITLES),
+    ("unlogged page", "/bench/unlogged", TITLES),
+)
 
 
 def fallback_answers(port: int) -> float:
@@ -629,10 +648,16 @@ def report(
                     f" {median([r['p99'] for r in runs]):8.2f}"
                     f" {median([r['cpu_us'] for r in runs]):11.0f}"
                 )
+    if extra:
+        print(
+            f"\n  breakdown, c{args.connections[0]}, each beside a floor run of its own:"
+            f" decisions/s ÷ floor req/s"
+        )
     for label, result in extra:
         print(
-            f"  {label:16} {result['rps']:8.0f} {'':>12} {result['p50']:8.2f}"
+            f"  {label:16} {result['rps']:8.0f} {result['dps']:12.0f} {result['p50']:8.2f}"
             f" {result['p99']:8.2f} {result['cpu_us']:11.0f}"
+            f"   ÷ floor {result['dps'] / result['floor']:.2f}"
         )
 
     def ratio(server: str, connections: int, top: str, bottom: str, key: str, key2: str) -> float:
