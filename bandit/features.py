@@ -203,6 +203,25 @@ def shared_line(
     return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {slot_text}"
 
 
+def serving_shared_line(text: str) -> str:
+    """The shared line of an example as serving lays it out: the context alone, `text`
+    being `context_text(context)` (see `serving_action_line`)."""
+    return f"shared |{CONTEXT_NS} {text}"
+
+
+def serving_action_line(candidate: Candidate, slot_text: str) -> str:
+    """A candidate's line as serving lays it out, with its slot's tokens (`context_text` of
+    the slot's features) on it rather than on the shared line.
+
+    VW adds the shared line's namespaces to every action line before it scores or learns
+    one, so this layout and `example_lines`' give the same features and the same scores
+    (to float rounding: tests/bandit/test_policy.py). Serving uses this one because a
+    page's titles then share one shared line, parsed once per context, and each
+    (title, variant) line recurs across every viewer; with the slot on the shared line, a
+    page parsed a new shared line per title whenever the context was not cached."""
+    return f"{candidate.line} |{SLOT_NS} {slot_text}"
+
+
 def action_line(candidate: Candidate, label: str = "") -> str:
     return f"{label} {candidate.line}" if label else candidate.line
 

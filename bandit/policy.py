@@ -11,13 +11,18 @@ from typing import Any
 
 import vowpal_wabbit_next as vw
 
-from bandit.features import Candidate, example_lines, shared_line
+from bandit.features import (
+    Candidate,
+    context_text,
+    example_lines,
+    serving_action_line,
+    serving_shared_line,
+)
 
 _UNIT = float(1 << 53)
-# Parsed examples kept per policy: a variant's line, and a (context, title) shared line,
-# repeat across requests, and parsing them anew cost more than the prediction. Each holds
-# about 30 KB of VW's memory, so shared lines, which recur far less than a title's variants
-# do, are kept fewer: 20,000 of them held a worker at 600 MB.
+# Parsed examples kept per policy, as serving lays them out (`serving_action_line`): a
+# context's shared line, and a (title, variant) line, repeat across requests, and parsing
+# them anew cost more than the prediction. Each holds up to about 30 KB of VW's memory.
 _EXAMPLE_CACHE = 2_000
 _SHARED_CACHE = 500
 
@@ -53,25 +58,21 @@ class Policy:
         )
         self._parser = vw.TextFormatParser(self.workspace)
         self._lock = threading.Lock()
-        self._examples: dict[str, Any] = {}
-        self._shared: dict[str, Any] = {}
+        self._examples: dict[tuple[str, str], Any] = {}  # (candidate line, slot text)
+        self._shared: dict[str, Any] = {}  # by context text
         # vowpal_wabbit_next 0.7's core call, if this binding has it; else the public one.
         self._fast = hasattr(getattr(self.workspace, "_workspace", None), "predict_multi_ex_one")
 
-    def _example(self, line: str) -> Any:
-        """The parsed example for `line`, reused while this workspace lives (call under the
-        lock). Prediction leaves an example as it found it (tests/bandit/test_policy.py
-        checks predictions on reused examples equal those on fresh ones), so it is safe."""
-        shared = line.startswith("shared")
-        cache = self._shared if shared else self._examples
-        example = cache.get(line)
-        if example is None:
-            if len(cache) >= (_SHARED_CACHE if shared else _EXAMPLE_CACHE):
-                cache.clear()
-            parsed = self._parser.parse_line(line)
-            # The binding's core example: `_predict` hands these straight to VW.
-            example = parsed._example if self._fast else parsed
-            cache[line] = example
+    def _parse_into(self, cache: dict[Any, Any], limit: int, key: Any, line: str) -> Any:
+        """Parse `line` and keep it in `cache` under `key` while this workspace lives (call
+        under the lock, on a miss). Prediction leaves an example as it found it
+        (tests/bandit/test_policy.py checks predictions on reused examples equal those on
+        fresh ones), so reusing one is safe."""
+        if len(cache) >= limit:
+            cache.clear()
+        parsed = self._parser.parse_line(line)
+        # The binding's core example: `_predict` hands these straight to VW.
+        example = cache[key] = parsed._example if self._fast else parsed
         return example
 
     def _predict(self, examples: list[Any]) -> list[tuple[int, float]]:
@@ -92,12 +93,24 @@ class Policy:
         """Probability of each candidate, in the candidates' order, summing to one."""
         if len(candidates) == 1:
             return [1.0]
-        lines = [
-            shared_line(context, slot_features, context_tokens, slot_tokens),
-            *[c.line for c in candidates],
-        ]
+        text = context_text(context) if context_tokens is None else context_tokens
+        slot_text = context_text(slot_features) if slot_tokens is None else slot_tokens
+        shared, actions = self._shared, self._examples
         with self._lock:
-            scored = self._predict([self._example(line) for line in lines])
+            examples = [
+                shared.get(text)
+                or self._parse_into(shared, _SHARED_CACHE, text, serving_shared_line(text))
+            ]
+            for c in candidates:
+                # Keyed by both texts, whose hashes Python keeps: no line is built to look up.
+                key = (c.line, slot_text)
+                examples.append(
+                    actions.get(key)
+                    or self._parse_into(
+                        actions, _EXAMPLE_CACHE, key, serving_action_line(c, slot_text)
+                    )
+                )
+            scored = self._predict(examples)
         # VW answers (index, probability) pairs sorted by score, not by index.
         probabilities = [0.0] * len(candidates)
         for index, probability in scored:
