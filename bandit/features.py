@@ -194,13 +194,11 @@ def shared_line(
     context: Mapping[str, Any],
     slot_features: Mapping[str, Any],
     text: str | None = None,
-    slot_text: str | None = None,
 ) -> str:
-    """`text` and `slot_text` are `context_text` of the context and of the slot's features
-    when the caller already has them."""
+    """The shared line as the learner lays it out: the context and the slot's features.
+    `text` is `context_text(context)` when the caller already has it."""
     text = context_text(context) if text is None else text
-    slot_text = context_text(slot_features) if slot_text is None else slot_text
-    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {slot_text}"
+    return f"shared |{CONTEXT_NS} {text} |{SLOT_NS} {context_text(slot_features)}"
 
 
 def serving_shared_line(text: str) -> str:

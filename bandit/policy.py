@@ -97,19 +97,18 @@ class Policy:
         slot_text = context_text(slot_features) if slot_tokens is None else slot_tokens
         shared, actions = self._shared, self._examples
         with self._lock:
-            examples = [
-                shared.get(text)
-                or self._parse_into(shared, _SHARED_CACHE, text, serving_shared_line(text))
-            ]
+            example = shared.get(text)
+            if example is None:
+                example = self._parse_into(shared, _SHARED_CACHE, text, serving_shared_line(text))
+            examples = [example]
             for c in candidates:
                 # Keyed by both texts, whose hashes Python keeps: no line is built to look up.
                 key = (c.line, slot_text)
-                examples.append(
-                    actions.get(key)
-                    or self._parse_into(
-                        actions, _EXAMPLE_CACHE, key, serving_action_line(c, slot_text)
-                    )
-                )
+                example = actions.get(key)
+                if example is None:
+                    line = serving_action_line(c, slot_text)
+                    example = self._parse_into(actions, _EXAMPLE_CACHE, key, line)
+                examples.append(example)
             scored = self._predict(examples)
         # VW answers (index, probability) pairs sorted by score, not by index.
         probabilities = [0.0] * len(candidates)
