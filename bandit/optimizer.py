@@ -28,14 +28,17 @@ from bandit.dsjson import LoggedEvent
 from bandit.estimators import paired_difference
 from bandit.evaluation import EvaluationConfig, evaluate_events
 
-# The grid `keyart optimize` searches by default: learning rate, squarecb's gamma scale,
-# epsilon-greedy at two epsilons with two cost estimators, each with and without the
-# viewer × title interaction.
+# The grid `keyart optimize` searches by default: the shipped default (regression without
+# importance weights, `--clip_p 1`, at `-l 0.05`) with a faster learning rate and with a
+# larger gamma scale; VW's own squarecb (importance-weighted) with its own and with a
+# per-feature (`--coin`) rate; epsilon-greedy at two epsilons with two cost estimators;
+# each with and without the viewer × title interaction.
 EXPLORATION_GRID = (
-    "--cb_explore_adf --squarecb --coin",
+    "--cb_explore_adf --squarecb --clip_p 1 -l 0.05",
+    "--cb_explore_adf --squarecb --clip_p 1 -l 0.2",
+    "--cb_explore_adf --squarecb --clip_p 1 -l 0.05 --gamma_scale 100",
     "--cb_explore_adf --squarecb",
-    "--cb_explore_adf --squarecb --gamma_scale 100",
-    "--cb_explore_adf --squarecb -l 0.1",
+    "--cb_explore_adf --squarecb --coin",
     "--cb_explore_adf --epsilon 0.02",
     "--cb_explore_adf --epsilon 0.05",
     "--cb_explore_adf --epsilon 0.05 --cb_type dr",

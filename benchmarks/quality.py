@@ -95,7 +95,8 @@ class Setting:
 SETTINGS = {
     s.name: s
     for s in (
-        # keyart's shipped defaults (bandit.config): squarecb, a floor decaying 1% → 0.1%.
+        # keyart's shipped defaults (bandit.config): squarecb learning without importance
+        # weights at -l 0.05, a floor decaying 1% → 0.1%.
         Setting("default"),
         Setting(AUTO, auto_optimize=True),
         Setting("squarecb-1%-floor", floor_min=None),
@@ -106,6 +107,14 @@ SETTINGS = {
         Setting("squarecb-g30", "--cb_explore_adf --squarecb --gamma_scale 30"),
         Setting("squarecb-clip", "--cb_explore_adf --squarecb --clip_p 0.1"),
         Setting("squarecb-clip0.03", "--cb_explore_adf --squarecb --clip_p 0.03"),
+        # VW's own squarecb, weighting each learned example by 1/p: the default until
+        # `--clip_p 1 -l 0.05` (see bandit.config).
+        Setting("squarecb-weighted", "--cb_explore_adf --squarecb"),
+        # The shipped weighting (every importance weight 1) at other learning rates.
+        Setting("unweighted-l0.5", "--cb_explore_adf --squarecb --clip_p 1"),
+        Setting("unweighted-l0.2", "--cb_explore_adf --squarecb --clip_p 1 -l 0.2"),
+        Setting("unweighted-l0.1", "--cb_explore_adf --squarecb --clip_p 1 -l 0.1"),
+        Setting("unweighted-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02"),
         Setting("squarecb-l0.1", "--cb_explore_adf --squarecb -l 0.1"),
         Setting("squarecb-fastdecay", floor_decay_examples=1000),
         Setting("squarecb-fastdecay-low", floor_min=0.0005, floor_decay_examples=1000),
@@ -120,7 +129,7 @@ SETTINGS = {
     )
 }
 # What a run compares when no --setting is given.
-COMPARED = ("default", AUTO, "squarecb-coin", "squarecb-1%-floor")
+COMPARED = ("default", AUTO, "squarecb-weighted", "unweighted-l0.1")
 
 
 def _world_path(name: str) -> Path | None:

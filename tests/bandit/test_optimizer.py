@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from bandit.config import DEFAULT_VW_ARGS
+from bandit.config import DEFAULT_EXPLORATION_ARGS, DEFAULT_VW_ARGS
 from bandit.evaluation import latest_evaluation
 from bandit.lineages import store_settings, stored_settings
 from bandit.models import utcnow
@@ -27,7 +27,7 @@ NEARLY_UNIFORM = "--cb_explore_adf --epsilon 0.9"
 
 def test_a_vw_command_line_splits_back_into_its_settings() -> None:
     candidate, bits = LearningCandidate.from_vw_args(DEFAULT_VW_ARGS)
-    assert candidate == LearningCandidate(SQUARECB, "context*action, slot*action")
+    assert candidate == LearningCandidate(DEFAULT_EXPLORATION_ARGS, "context*action, slot*action")
     assert bits == 18
     assert candidate.vw_args(bits) == DEFAULT_VW_ARGS
 
@@ -78,7 +78,7 @@ def test_optimize_prints_its_table_and_verdict(
         env={**cli_env, "KEYART_RETRAIN_DAYS": "0"},
     )
     assert result.exit_code == 0, result.output
-    assert "| `--cb_explore_adf --squarecb` (serving) |" in result.output
+    assert f"| `{DEFAULT_EXPLORATION_ARGS}` (serving) |" in result.output
     assert "keep the serving settings" in result.output
 
 

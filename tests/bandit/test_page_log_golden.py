@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import bandit.decisions
-from bandit.config import ExplorationConfig
+from bandit.config import ExplorationConfig, FeatureConfig, compose_vw_args
 from bandit.decision_log import GroupCommitLog
 from bandit.decisions import DecisionService, ListedCandidates, Slot
 from bandit.dsjson import write_dsjson
@@ -30,7 +30,6 @@ from bandit.features import Candidate
 from bandit.models import Decision, Reward
 from bandit.policy import Policy
 from bandit.rewards import RewardConfig
-from web.config import DEFAULT_VW_ARGS
 from web.db import make_engine, make_sessionmaker
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -79,11 +78,16 @@ def _slots() -> list[Slot]:
     return slots
 
 
+# The learning settings the golden files were written with (the default of the time): what is
+# under test is how a page is logged and exported, not what a default model would choose.
+GOLDEN_VW_ARGS = compose_vw_args("--cb_explore_adf --squarecb", FeatureConfig())
+
+
 def _policy(slots: list[Slot]) -> Policy:
     """A real VW model, trained on a fixed stream, so its distributions are not uniform;
     every title but title-5 is past the apprentice threshold."""
     policy = Policy(
-        DEFAULT_VW_ARGS,
+        GOLDEN_VW_ARGS,
         version=7,
         slot_examples={s.id: 500 for s in slots if s.id != "title-5"},
     )
