@@ -23,20 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bandit.config import NAMESPACES, FeatureConfig, compose_vw_args
+from bandit.config import DEFAULT_EXPLORATION_ARGS, NAMESPACES, FeatureConfig, compose_vw_args
 from bandit.dsjson import LoggedEvent
 from bandit.estimators import paired_difference
 from bandit.evaluation import EvaluationConfig, evaluate_events
 
 # The grid `keyart optimize` searches by default: the shipped default (regression without
-# importance weights, `--clip_p 1`, at `-l 0.05`) with a faster learning rate and with a
-# larger gamma scale; VW's own squarecb (importance-weighted) with its own and with a
+# importance weights, `--clip_p 1`, at `-l 0.05`), the same at a faster learning rate and
+# with a larger gamma scale; VW's own squarecb (importance-weighted) with its own and with a
 # per-feature (`--coin`) rate; epsilon-greedy at two epsilons with two cost estimators;
 # each with and without the viewer × title interaction.
 EXPLORATION_GRID = (
-    "--cb_explore_adf --squarecb --clip_p 1 -l 0.05",
+    DEFAULT_EXPLORATION_ARGS,
     "--cb_explore_adf --squarecb --clip_p 1 -l 0.2",
-    "--cb_explore_adf --squarecb --clip_p 1 -l 0.05 --gamma_scale 100",
+    f"{DEFAULT_EXPLORATION_ARGS} --gamma_scale 100",
     "--cb_explore_adf --squarecb",
     "--cb_explore_adf --squarecb --coin",
     "--cb_explore_adf --epsilon 0.02",
