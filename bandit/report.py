@@ -165,28 +165,51 @@ class LoggedOutcome:
     clicked: bool
 
 
-def logged_outcomes(
-    session: Session, slot: str, segment_key: str = "segment", since: datetime | None = None
-) -> list[LoggedOutcome]:
-    """The slot's activated decisions (deferred ones count once their impression arrived),
-    oldest first, each with whether a click (not a late one) came back."""
+def outcomes_by_slot(
+    session: Session,
+    slots: Sequence[str],
+    segment_key: str = "segment",
+    since: datetime | None = None,
+) -> dict[str, list[LoggedOutcome]]:
+    """Each slot's activated decisions (deferred ones count once their impression arrived),
+    oldest first, each with whether a click (not a late one) came back.
+
+    One query for all of them, so that a page listing titles reads the log once rather than
+    once per title."""
     segment = func.coalesce(Decision.context[segment_key].as_string(), "")
     clicked = (
         select(Reward.id)
-        .where(
-            Reward.event_id == Decision.event_id, Reward.type == "click", Reward.late.is_(False)
-        )
+        .where(Reward.event_id == Decision.event_id, Reward.type == "click", Reward.late.is_(False))
         .exists()
     )
-    where = [Decision.slot == slot, Decision.activated.is_(True)]
+    found: dict[str, list[LoggedOutcome]] = {slot: [] for slot in slots}
+    if not found:
+        return found
+    where = [Decision.slot.in_(sorted(found)), Decision.activated.is_(True)]
     if since is not None:
         where.append(Decision.created_at >= since)
     rows = session.execute(
-        select(Decision.created_at, Decision.chosen_id, Decision.probability, segment, clicked)
+        select(
+            Decision.slot,
+            Decision.created_at,
+            Decision.chosen_id,
+            Decision.probability,
+            segment,
+            clicked,
+        )
         .where(*where)
         .order_by(Decision.id)
     )
-    return [LoggedOutcome(at, action, p, seg, bool(c)) for at, action, p, seg, c in rows]
+    for slot, at, action, p, seg, c in rows:
+        found[slot].append(LoggedOutcome(at, action, p, seg, bool(c)))
+    return found
+
+
+def logged_outcomes(
+    session: Session, slot: str, segment_key: str = "segment", since: datetime | None = None
+) -> list[LoggedOutcome]:
+    """One slot's `outcomes_by_slot`."""
+    return outcomes_by_slot(session, [slot], segment_key, since)[slot]
 
 
 @dataclass(frozen=True)
@@ -336,9 +359,7 @@ def timeline(outcomes: Sequence[LoggedOutcome], max_points: int = 48) -> dict[st
         "actions": {
             action: {
                 "share": [s / t if t else None for s, t in zip(counts, totals, strict=True)],
-                "rate": [
-                    c / s if s else None for c, s in zip(clicks[action], counts, strict=True)
-                ],
+                "rate": [c / s if s else None for c, s in zip(clicks[action], counts, strict=True)],
             }
             for action, counts in shown.items()
         },

@@ -48,8 +48,8 @@ from artwork.errors import ArtworkError
 from artwork.models import Title
 from bandit.evaluation import latest_evaluation
 from bandit.models import utcnow
-from bandit.report import lift_over_default, logged_outcomes
-from bandit.serving_mode import serving_mode
+from bandit.report import LoggedOutcome, lift_over_default, outcomes_by_slot
+from bandit.serving_mode import current_mode
 from web.auth import (
     check_password,
     create_editor,
@@ -193,14 +193,13 @@ def logout() -> Response:
     return redirect(url_for("studio.login"))
 
 
-def _title_row(title: Title) -> dict[str, Any]:
-    """What the titles page says of a title: variants, mode, recent traffic and the served
-    policy's lift over always showing the default."""
+def _title_row(title: Title, recent: list[LoggedOutcome]) -> dict[str, Any]:
+    """What the titles page says of a title: variants, mode, its `recent` traffic and the
+    served policy's lift over always showing the default."""
     state = runtime()
-    mode = serving_mode(db(), title.id, state.policy.current, state.exploration)["mode"]
+    mode = current_mode(title.id, state.policy.current, state.exploration)["mode"]
     if title.default_artwork_id is None:
         mode = "policy"
-    recent = logged_outcomes(db(), title.id, since=utcnow() - RECENT)
     lift = lift_over_default(recent, title.default_artwork_id) if title.default_artwork_id else None
     return {
         "title": title,
@@ -239,9 +238,10 @@ def index() -> Response | str:
         db(), query, offset=(page - 1) * TITLES_PER_PAGE, limit=TITLES_PER_PAGE
     )
     pages = max(1, math.ceil(total / TITLES_PER_PAGE))
+    recent = outcomes_by_slot(db(), [t.id for t in titles], since=utcnow() - RECENT)
     return render_template(
         "studio/index.html",
-        rows=[_title_row(t) for t in titles],
+        rows=[_title_row(t, recent[t.id]) for t in titles],
         total=total,
         query=query,
         page=page,
@@ -381,7 +381,7 @@ def policy_page_data() -> dict[str, Any]:
     titles = catalog.list_titles(session_)
     modes = []
     for t in titles:
-        mode = serving_mode(session_, t.id, state.policy.current, state.exploration)
+        mode = current_mode(t.id, state.policy.current, state.exploration)
         if t.default_artwork_id is None:
             mode["mode"] = "policy"
         modes.append({"title": t, **mode})

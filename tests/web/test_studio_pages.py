@@ -10,10 +10,11 @@ from datetime import timedelta
 
 from flask.testing import FlaskClient
 from PIL import Image
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from bandit.learner import learn_once
-from bandit.models import utcnow
+from bandit.models import Decision, utcnow
 from tests.helpers import poster_bytes, runtime, upload
 from web.auth import create_editor
 
@@ -160,6 +161,37 @@ def test_results_verdicts_and_the_policy_page(
     policy = client.get("/studio/policy").get_data(as_text=True)
     assert "<td>serving</td>" in policy and "first lineage" in policy
     assert settings.vw_args in policy
+
+
+def _traffic(html: str) -> dict[str, int]:
+    """The titles page's traffic column, by title id."""
+    rows = re.findall(
+        r'<div class="muted">([\w-]+)</div></td>.*?<td class="num">([\d,]+)</td>', html, re.S
+    )
+    return {title: int(count.replace(",", "")) for title, count in rows}
+
+
+def test_the_titles_page_counts_each_titles_own_recent_traffic(
+    client: FlaskClient, session: Session, editor_headers: dict[str, str]
+) -> None:
+    # Every listed title's traffic is read by one query over the log: each decision must
+    # still land on its own title's row, and only the last seven days count.
+    for n, title in enumerate(("alpha", "beta", "gamma", "delta")):
+        client.post("/api/v1/titles", json={"id": title, "name": title}, headers=editor_headers)
+        upload(client, editor_headers, title, poster_bytes(title, "portrait", seed=n))
+    pages = [["alpha", "beta"]] * 3 + [["alpha"]] * 4 + [["gamma"]] * 2
+    for n, titles in enumerate(pages):
+        answer = client.post("/api/v1/decisions", json={"user": f"v{n}", "titles": titles})
+        assert answer.status_code == 200
+    session.execute(
+        update(Decision)
+        .where(Decision.slot == "gamma")
+        .values(created_at=utcnow() - timedelta(days=8))
+    )
+    session.commit()
+    _studio(client, session, admin=False)
+    page = client.get("/studio/").get_data(as_text=True)
+    assert _traffic(page) == {"alpha": 7, "beta": 3, "gamma": 0, "delta": 0}
 
 
 def test_only_admins_manage_editors(
