@@ -11,6 +11,7 @@ server's own: the other takes over, and the model still equals the single pass.
 
 from __future__ import annotations
 
+import http.client
 import json
 import multiprocessing
 import os
@@ -79,6 +80,11 @@ def _call(url: str, body: Any) -> tuple[int, dict[str, str], Any]:
         return error.code, dict(error.headers), json.loads(error.read() or b"null")
 
 
+# What a worker killed with a request in it looks like to its client: a refused or reset
+# connection, or an answer cut off after its headers (`http.client.IncompleteRead`).
+CUT_OFF = (OSError, http.client.HTTPException)
+
+
 def client(base: str, titles: list[str], stop: Any, ready: Any, out: Any, seed: int) -> None:
     """One client process: pages of titles for a few viewers, a click on about a third of
     the decisions it is shown, each click retried until it is accepted (a 503 says when)."""
@@ -96,7 +102,7 @@ def client(base: str, titles: list[str], stop: Any, ready: Any, out: Any, seed: 
                 f"{base}/api/v1/events",
                 {"events": [{"event_id": e, "type": "click"} for e in clicks]},
             )
-        except OSError as error:
+        except CUT_OFF as error:
             failures.append(f"events: {type(error).__name__}")
             return
         events.append({"status": status, "retry_after": headers.get("Retry-After")})
@@ -114,7 +120,7 @@ def client(base: str, titles: list[str], stop: Any, ready: Any, out: Any, seed: 
         started = time.time()
         try:
             status, headers, body = _call(f"{base}/api/v1/decisions", page)
-        except OSError as error:  # a worker killed with the request in it
+        except CUT_OFF as error:  # a worker killed with the request in it
             failures.append(f"decisions: {type(error).__name__}")
             continue
         answers.append(
