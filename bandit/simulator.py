@@ -86,6 +86,12 @@ class PolicyRun:
     clicks: np.ndarray
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # For keyart: the true click rate of the variant its served distribution favoured (its
+    # most probable), and of the distribution as a whole (sum of probability × rate), per
+    # decision. They split its distance from the oracle into what it has not learned yet
+    # (oracle − favourite) and what exploring costs (favourite − served).
+    favourite: np.ndarray | None = None
+    served: np.ndarray | None = None
 
 
 @dataclass
@@ -103,6 +109,15 @@ class SimulationResult:
         rows = []
         for run in self.runs:
             expected_tail = float(np.mean(run.expected[start:]))
+            split: dict[str, float] = {}
+            if run.favourite is not None and run.served is not None and oracle_tail > 0:
+                favourite = run.favourite[start:]
+                split = {
+                    "favourite_vs_oracle": float(np.mean(favourite)) / oracle_tail,
+                    "served_vs_oracle": float(np.mean(run.served[start:])) / oracle_tail,
+                    # Ties with the best variant count as the best.
+                    "favourite_is_best": float(np.mean(favourite >= self.oracle_rates[start:])),
+                }
             rows.append(
                 {
                     "policy": run.name,
@@ -113,6 +128,7 @@ class SimulationResult:
                     "vs_oracle": expected_tail / oracle_tail if oracle_tail > 0 else 1.0,
                     "cumulative_regret": float(np.sum(self.oracle_rates - run.expected)),
                     "seconds": run.seconds,
+                    **split,
                     **run.extra,
                 }
             )
@@ -215,6 +231,8 @@ def run_keyart(
     )
     expected = np.zeros(n)
     clicks = np.zeros(n)
+    favourite = np.zeros(n)
+    served = np.zeros(n)
     next_learn = config.learn_every
     learned_versions = 0
     events: list[Event] = []
@@ -229,6 +247,9 @@ def run_keyart(
                 ).decisions
                 rate = rates[i, decision.chosen_index]
                 expected[i] = rate
+                shown = decision.distribution
+                favourite[i] = rates[i, max(range(len(shown)), key=shown.__getitem__)]
+                served[i] = float(np.dot(shown, rates[i, : len(shown)]))
                 if traffic.click_u[i] < rate:
                     clicks[i] = 1.0
                     if not events:
@@ -270,7 +291,8 @@ def run_keyart(
         extra["optimizations"] = optimizations
     if switches:
         extra["switches"] = switches
-    return PolicyRun("keyart", expected, clicks, time.perf_counter() - started, extra)
+    seconds = time.perf_counter() - started
+    return PolicyRun("keyart", expected, clicks, seconds, extra, favourite, served)
 
 
 def _optimization_record(run: Optimization, decisions: int) -> dict[str, Any]:

@@ -13,6 +13,12 @@ learner takes `keyart learn`'s own steps (`web.cli.learner_steps`), so after a p
 an adopted setting becomes a lineage that the next pass trains from the log and switches in.
 What each world's optimiser adopted, and when, is printed after the tables.
 
+"Where keyart's loss is" splits each setting's distance from the oracle in two: the share of
+the oracle that the variant its served distribution favours would earn (what it has yet to
+learn: the rest of the way to 100%), and how much less the distribution as served earns
+than that favourite (what exploring, the floor included, costs), with how often the
+favourite is the best variant for the viewer.
+
 Targets (issue 12), over the last 20% of the decisions: the shipped default at >= 0.90 of
 the oracle in every world (>= 0.92 with automatic optimisation), and above both the best
 single variant per title (in hindsight) and per-(segment, title) Thompson sampling in every
@@ -57,6 +63,9 @@ WORLDS = ("default", "segments", "devices", "one_best", "noise_features", "drift
 # noise_features with its noise traits removed: what the model would do without them.
 TAGS_ONLY = "noise_features-tags-only"
 SINGLE_BEST_WORLDS = {"one_best"}  # one variant is best for everyone: within 2% of it
+AVERAGED = ("expected_ctr_tail", "vs_oracle", "cumulative_regret")
+# keyart's loss split (`bandit.simulator.PolicyRun.favourite`), averaged over seeds too.
+LOSS_SPLIT = ("favourite_vs_oracle", "served_vs_oracle", "favourite_is_best")
 
 
 AUTO = "default+auto-optimise"
@@ -208,7 +217,8 @@ def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rows = {
         policy: {
             key: sum(r["rows"][policy][key] for r in runs) / len(runs)
-            for key in ("expected_ctr_tail", "vs_oracle", "cumulative_regret")
+            for key in (*AVERAGED, *LOSS_SPLIT)
+            if key in runs[0]["rows"][policy]
         }
         for policy in runs[0]["rows"]
     }
@@ -218,6 +228,29 @@ def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "shares": [r["rows"]["keyart"]["vs_oracle"] for r in runs],
         "seconds": sum(r["seconds"] for r in runs),
     }
+
+
+def print_loss_split(
+    by: dict[tuple[str, str], dict[str, Any]], worlds: list[str], settings: list[Setting]
+) -> None:
+    """Where each setting's distance from the oracle is: the variant its served
+    distribution favours against the oracle's (what it has yet to learn), and the
+    distribution against its favourite (what exploring costs)."""
+    print("\n## Where keyart's loss is, last 20%\n")
+    print(
+        "| setting | world | share of the oracle | its favourite's | exploring costs "
+        "| favourite is the best variant |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for setting in settings:
+        for world in worlds:
+            row = by[(world, setting.name)]["rows"]["keyart"]
+            cost = row["favourite_vs_oracle"] - row["served_vs_oracle"]
+            print(
+                f"| `{setting.name}` | {world} | {row['vs_oracle']:.1%} "
+                f"| {row['favourite_vs_oracle']:.1%} | {100 * cost:.1f} points "
+                f"| {row['favourite_is_best']:.1%} |"
+            )
 
 
 def verdict(
@@ -395,6 +428,7 @@ def main() -> None:
                 + " | ".join(f"{min(x):.1%}–{max(x):.1%}" for x in spans)
                 + " |"
             )
+    print_loss_split(by, worlds, settings)
     if "noise_features" in worlds and TAGS_ONLY in worlds:
         print("\nimage features that are pure noise (issue 12: within 1% of keyart without them):")
         for setting in settings:

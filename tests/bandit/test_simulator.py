@@ -206,6 +206,30 @@ def test_simulation_runs_the_real_loop_and_learns(app: Flask, tmp_path: Path) ->
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_loss_split_reads_the_served_distribution(app: Flask) -> None:
+    """In apprentice mode throughout, keyart serves each title's default with 1 − 2 × floor
+    and the two other variants with the floor: its favourite is the default in every
+    decision, and the served distribution's rate is known from the world's rates."""
+    floor = 0.05
+    config = SimulationConfig(
+        decisions=600,
+        exploration=ExplorationConfig(floor=floor, apprentice_examples=10**9),
+        learn_every=300,
+    )
+    result = simulate(World.model_validate(TINY_WORLD), runtime(app).sessions, config)
+    rows = {row["policy"]: row for row in result.summary()}
+    tail = slice(600 - 120, 600)
+    rates, oracle = result.request_rates[tail], result.oracle_rates[tail]
+    assert rows["keyart"]["favourite_vs_oracle"] == pytest.approx(
+        rows["editor_default"]["vs_oracle"], abs=1e-12
+    )
+    served = (1 - 2 * floor) * rates[:, 0] + floor * (rates[:, 1] + rates[:, 2])
+    assert rows["keyart"]["served_vs_oracle"] == pytest.approx(served.mean() / oracle.mean())
+    assert rows["keyart"]["favourite_is_best"] == pytest.approx(np.mean(rates[:, 0] >= oracle))
+    # The split is keyart's alone: the baselines have no served distribution.
+    assert "favourite_vs_oracle" not in rows["uniform"]
+
+
 def test_the_simulated_learner_optimises_as_keyart_learn_does_and_adopts(app: Flask) -> None:
     """KEYART_AUTO_OPTIMIZE in the simulator: the learner's own steps (`learner_steps`) run
     the real optimiser after a pass once enough has been learned, and an adopted setting
