@@ -683,7 +683,7 @@ def simulate(
 
     from bandit.models import Decision
     from bandit.policy import Policy
-    from bandit.simulator import SimulationConfig, format_table, plot_regret
+    from bandit.simulator import SimulationConfig, format_table, loss_split, plot_regret
     from bandit.simulator import simulate as run_simulation
     from bandit.world import WorldError, load_world
     from web.db import make_engine, make_sessionmaker, upgrade
@@ -739,6 +739,8 @@ def simulate(
         return
     summary = result.summary()
     click.echo(format_table(summary))
+    for line in filter(None, map(loss_split, summary)):
+        click.echo(line)
     for run in summary[0].get("optimizations", []):
         click.echo(f"optimiser, after {run['decisions']} decisions: {run['verdict']}")
     click.echo(f"regret curve: {png}")

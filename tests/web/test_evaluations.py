@@ -18,6 +18,7 @@ from bandit.learner import learn_once
 from bandit.models import utcnow
 from bandit.policy import Policy
 from bandit.rewards import Event, RewardConfig, record_events
+from bandit.simulator import loss_split
 from tests.bandit.test_simulator import TINY_WORLD
 from tests.helpers import decide
 from web.cli import main
@@ -192,6 +193,12 @@ def test_simulate_command(tmp_path: Path) -> None:
     assert summary[0]["policy"] == "keyart"
     assert {row["policy"] for row in summary} >= {"oracle", "thompson", "uniform"}
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # The same run in words: the table, then where keyart's loss is.
+    text = runner.invoke(
+        main, ["simulate", "--world", str(world), "--decisions", "600", "--png", str(png)], env=env
+    )
+    assert text.exit_code == 0, text.output
+    assert loss_split(summary[0]) in text.output.splitlines()
 
     world.write_text(json.dumps({**TINY_WORLD, "segments": [{"name": "a", "weight": 0}]}))
     bad = runner.invoke(main, ["simulate", "--world", str(world)], env=env)
