@@ -298,11 +298,7 @@ def reports(
                 "3",
             )
             print("\n  ratios (per round, median)  without ÷ with the index")
-            for label in (
-                "a title's action report",
-                "a title's logged outcomes",
-                "a title's serving mode",
-            ):
+            for label in dict.fromkeys(key.rsplit(", ", 1)[0] for key in results):
                 ratio = median_ratio(
                     results, f"{label}, without the index", f"{label}, with the index"
                 )

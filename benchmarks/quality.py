@@ -245,6 +245,8 @@ def print_loss_split(
     for setting in settings:
         for world in worlds:
             row = by[(world, setting.name)]["rows"]["keyart"]
+            if "favourite_vs_oracle" not in row:  # a world where no click is possible
+                continue
             cost = row["favourite_vs_oracle"] - row["served_vs_oracle"]
             print(
                 f"| `{setting.name}` | {world} | {row['vs_oracle']:.1%} "
