@@ -125,6 +125,13 @@ SETTINGS = {
         Setting("unweighted-l0.1", "--cb_explore_adf --squarecb --clip_p 1 -l 0.1"),
         Setting("unweighted-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02"),
         Setting("squarecb-l0.1", "--cb_explore_adf --squarecb -l 0.1"),
+        # VW's rate decaying more slowly than its --power_t 0.5, or not at all (README).
+        Setting("pt0-l0.01", "--cb_explore_adf --squarecb --clip_p 1 -l 0.01 --power_t 0"),
+        Setting("pt0-l0.003", "--cb_explore_adf --squarecb --clip_p 1 -l 0.003 --power_t 0"),
+        Setting("pt0.25-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02 --power_t 0.25"),
+        Setting("pt0.25-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0.25"),
+        Setting("pt0.25-l0.012", "--cb_explore_adf --squarecb --clip_p 1 -l 0.012 --power_t 0.25"),
+        Setting("pt0.35-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0.35"),
         Setting("squarecb-fastdecay", floor_decay_examples=1000),
         Setting("squarecb-fastdecay-low", floor_min=0.0005, floor_decay_examples=1000),
         Setting("floor-5%-decay", floor=0.05, floor_min=0.002, floor_decay_examples=2000),
