@@ -125,6 +125,20 @@ SETTINGS = {
         Setting("unweighted-l0.1", "--cb_explore_adf --squarecb --clip_p 1 -l 0.1"),
         Setting("unweighted-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02"),
         Setting("squarecb-l0.1", "--cb_explore_adf --squarecb -l 0.1"),
+        # The shipped setting exploring less (squarecb's gamma scale is 10 by default).
+        Setting("unweighted-g30", f"{DEFAULT_EXPLORATION_ARGS} --gamma_scale 30"),
+        Setting("unweighted-g100", f"{DEFAULT_EXPLORATION_ARGS} --gamma_scale 100"),
+        # ... with the floor's uniform exploration kept higher instead.
+        Setting(
+            "unweighted-g100-floor0.5%",
+            f"{DEFAULT_EXPLORATION_ARGS} --gamma_scale 100",
+            floor_min=0.005,
+        ),
+        Setting(
+            "unweighted-g100-1%-floor",
+            f"{DEFAULT_EXPLORATION_ARGS} --gamma_scale 100",
+            floor_min=None,
+        ),
         # VW's rate decaying more slowly than its --power_t 0.5, or not at all (README).
         Setting("pt0-l0.01", "--cb_explore_adf --squarecb --clip_p 1 -l 0.01 --power_t 0"),
         Setting("pt0-l0.003", "--cb_explore_adf --squarecb --clip_p 1 -l 0.003 --power_t 0"),
