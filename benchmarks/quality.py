@@ -142,6 +142,9 @@ SETTINGS = {
         # VW's rate decaying more slowly than its --power_t 0.5, or not at all (README).
         Setting("pt0-l0.01", "--cb_explore_adf --squarecb --clip_p 1 -l 0.01 --power_t 0"),
         Setting("pt0-l0.003", "--cb_explore_adf --squarecb --clip_p 1 -l 0.003 --power_t 0"),
+        Setting("pt0-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0"),
+        Setting("pt0-l0.1", "--cb_explore_adf --squarecb --clip_p 1 -l 0.1 --power_t 0"),
+        Setting("pt0.25-l0.06", "--cb_explore_adf --squarecb --clip_p 1 -l 0.06 --power_t 0.25"),
         Setting("pt0.25-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02 --power_t 0.25"),
         Setting("pt0.25-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0.25"),
         Setting("pt0.25-l0.012", "--cb_explore_adf --squarecb --clip_p 1 -l 0.012 --power_t 0.25"),
