@@ -211,7 +211,7 @@ class ExplorationConfig:
 # mean is 86.6% (drift), against 86.1% at `-l 0.1` and 84.2% for the old default.
 # A rate that decays more slowly than VW's `--power_t 0.5` (0, 0.25, 0.35) had no better
 # worst world: what drift gained, segments or one_best lost (README, "A rate that decays
-# more slowly"); so did exploring less (`--gamma_scale 100`: drift lost 1.6 points).
+# more slowly"); nor did exploring less (`--gamma_scale 100`: drift lost 1.6 points).
 DEFAULT_EXPLORATION_ARGS = "--cb_explore_adf --squarecb --clip_p 1 -l 0.05"
 DEFAULT_VW_ARGS = compose_vw_args(DEFAULT_EXPLORATION_ARGS, FeatureConfig())
 DEFAULT_EXPLORATION = ExplorationConfig(floor=0.01, floor_min=0.001, floor_decay_examples=5000)

@@ -68,6 +68,9 @@ AVERAGED = ("expected_ctr_tail", "vs_oracle", "cumulative_regret")
 LOSS_SPLIT = ("favourite_vs_oracle", "served_vs_oracle", "favourite_is_best")
 
 
+# The shipped weighting (`--clip_p 1`: every learned example weighs 1) without its rate.
+UNWEIGHTED = "--cb_explore_adf --squarecb --clip_p 1"
+
 AUTO = "default+auto-optimise"
 # What the optimiser must reach where it runs (issue 12); the shipped default alone, 0.90.
 AUTO_BAR, DEFAULT_BAR = 0.92, 0.90
@@ -140,15 +143,20 @@ SETTINGS = {
             floor_min=None,
         ),
         # VW's rate decaying more slowly than its --power_t 0.5, or not at all (README).
-        Setting("pt0-l0.01", "--cb_explore_adf --squarecb --clip_p 1 -l 0.01 --power_t 0"),
-        Setting("pt0-l0.003", "--cb_explore_adf --squarecb --clip_p 1 -l 0.003 --power_t 0"),
-        Setting("pt0-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0"),
-        Setting("pt0-l0.1", "--cb_explore_adf --squarecb --clip_p 1 -l 0.1 --power_t 0"),
-        Setting("pt0.25-l0.06", "--cb_explore_adf --squarecb --clip_p 1 -l 0.06 --power_t 0.25"),
-        Setting("pt0.25-l0.02", "--cb_explore_adf --squarecb --clip_p 1 -l 0.02 --power_t 0.25"),
-        Setting("pt0.25-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0.25"),
-        Setting("pt0.25-l0.012", "--cb_explore_adf --squarecb --clip_p 1 -l 0.012 --power_t 0.25"),
-        Setting("pt0.35-l0.03", "--cb_explore_adf --squarecb --clip_p 1 -l 0.03 --power_t 0.35"),
+        *(
+            Setting(f"pt{power}-l{rate}", f"{UNWEIGHTED} -l {rate} --power_t {power}")
+            for power, rate in (
+                (0, 0.003),
+                (0, 0.01),
+                (0, 0.03),
+                (0, 0.1),
+                (0.25, 0.012),
+                (0.25, 0.02),
+                (0.25, 0.03),
+                (0.25, 0.06),
+                (0.35, 0.03),
+            )
+        ),
         Setting("squarecb-fastdecay", floor_decay_examples=1000),
         Setting("squarecb-fastdecay-low", floor_min=0.0005, floor_decay_examples=1000),
         Setting("floor-5%-decay", floor=0.05, floor_min=0.002, floor_decay_examples=2000),
