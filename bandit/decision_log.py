@@ -134,10 +134,11 @@ class GroupCommitLog:
     the process that uses it (a thread never crosses a fork). Give it an engine of its own:
     if it shared a pool with the threads waiting on it, they could hold every connection.
 
-    `guard` is a query of one value that the writer reads after taking a batch and before
-    writing it; a write made `expect`ing another value is refused with `StaleWrite` and the
-    rest are written. Whatever the guard watches (keyart: the catalog version) can then be
-    cached by the callers: anything decided after the watched thing changed is refused.
+    `guard` is a query of one value that the writer checks after taking a batch (on SQLite
+    in the statement that inserts the rows, on PostgreSQL just before the COPY); a write
+    made `expect`ing another value is refused with `StaleWrite` and the rest are written.
+    Whatever the guard watches (keyart: the catalog version) can then be cached by the
+    callers: anything decided after the watched thing changed is refused.
     """
 
     def __init__(
@@ -186,7 +187,7 @@ class GroupCommitLog:
         # Straight to the driver: building ORM or Core parameter sets per row cost more
         # than the database's own work.
         self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        self._statements: dict[int, str] = {}
+        self._statements: dict[tuple[int, bool], str] = {}
         self._rows_per_statement: int | None = None
         # Candidate sets this writer has committed: rows naming them need not send them again.
         self._stored_sets: set[str] = set()
@@ -215,13 +216,20 @@ class GroupCommitLog:
         self._lock_file: Any = None
         self._lock_pid = 0
 
-    def _statement_for(self, count: int) -> str:
-        values = "(" + ", ".join(self._mark for _ in _COLUMNS) + ")"
-        # Names from the model, placeholders only: nothing from outside.
-        return (
-            f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
-            + ", ".join(values for _ in range(count))
-        )
+    def _statement_for(self, count: int, guarded: bool) -> str:
+        statement = self._statements.get((count, guarded))
+        if statement is None:
+            values = ", ".join(
+                "(" + ", ".join("?" for _ in _COLUMNS) + ")" for _ in range(count)
+            )
+            # Names from the model, the guard from the code that built this log, and
+            # placeholders: nothing from outside.
+            rows = f"SELECT * FROM (VALUES {values}) WHERE ({self._guard}) = ?"  # noqa: S608
+            statement = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) " + (
+                rows if guarded else f"VALUES {values}"
+            )
+            self._statements[(count, guarded)] = statement
+        return statement
 
     def _connect(self) -> PoolProxiedConnection:
         # A DB-API connection of the engine's pool, used directly: SQLAlchemy's transaction
@@ -236,6 +244,9 @@ class GroupCommitLog:
             driver.autocommit = True
             driver.execute(f"SET statement_timeout = {limit}")
         elif self._sqlite:
+            # Transactions begun by `_insert` itself, and only when a commit needs more than
+            # one statement: a lone INSERT is its own transaction.
+            driver.isolation_level = None
             driver.execute(f"PRAGMA busy_timeout = {limit}")
             # NORMAL (the default): a commit is in the WAL, in the OS's cache, when it
             # returns, so it survives the process crashing or being killed; the WAL reaches
@@ -272,9 +283,10 @@ class GroupCommitLog:
             log.exception("WAL checkpoint failed")
 
     def _insert(
-        self, connection: PoolProxiedConnection, rows: list[tuple[Any, ...]], sets: dict[str, str]
-    ) -> None:
-        """Commit `rows`, and before them the candidate sets they name that are new."""
+        self, connection: PoolProxiedConnection, taken: list[_Entry], sets: dict[str, str]
+    ) -> list[_Entry]:
+        """Commit the rows of `taken`, and before them the candidate sets they name that are
+        new; return the entries refused as stale (SQLite checks the guard as it inserts)."""
         driver: Any = connection.driver_connection
         cursor = driver.cursor()
         try:
@@ -283,15 +295,64 @@ class GroupCommitLog:
                 # is harmless (a set is keyed by its content and never changes).
                 self._insert_sets(cursor, sets)
                 with cursor.copy(self._copy_statement) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                with self._writer_lock():
-                    self._insert_sets(cursor, sets)
-                    self._insert_rows(driver, cursor, rows)
-                    driver.commit()
+                    for entry in taken:
+                        for row in entry.rows:
+                            copy.write_row(row)
+                return []
+            with self._writer_lock():
+                return self._insert_sqlite(driver, cursor, taken, sets)
         finally:
             cursor.close()
+
+    def _insert_sqlite(
+        self, driver: Any, cursor: Any, taken: list[_Entry], sets: dict[str, str]
+    ) -> list[_Entry]:
+        """The rows in as few statements as SQLite allows, each inserting only if the guard
+        still reads what its writes expect: the check and the write are one statement in
+        one transaction, so no catalog change can come between them. One statement of many
+        rows rather than `executemany`, and no guard read, BEGIN or COMMIT of their own when
+        one statement holds the commit: SQLite's driver lets go of the GIL for every
+        statement it steps through, and under load each hand-back costs the writer a wait
+        behind the request threads."""
+        if self._rows_per_statement is None:
+            limit = 999  # SQLite's own default before 3.32
+            if hasattr(driver, "getlimit"):
+                limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._rows_per_statement = max(1, min(500, (limit - 1) // len(_COLUMNS)))
+        step = self._rows_per_statement
+        # Writes grouped by the guard value they expect (after a catalog change, a batch can
+        # hold both); each group's rows are checked against it and go in or stay out whole.
+        groups: dict[Any, list[tuple[Any, ...]]] = {}
+        for entry in taken:
+            groups.setdefault(entry.expect, []).extend(entry.rows)
+        alone = not sets and len(groups) == 1 and len(next(iter(groups.values()))) <= step
+        refused: set[Any] = set()
+        if not alone:
+            driver.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert_sets(cursor, sets)
+            for expect, rows in groups.items():
+                guarded = self._guard is not None and expect is not None
+                for start in range(0, len(rows), step):
+                    chunk = rows[start : start + step]
+                    values = [value for row in chunk for value in row]
+                    if guarded:
+                        values.append(expect)
+                    cursor.execute(self._statement_for(len(chunk), guarded), values)
+                    if guarded and cursor.rowcount == 0:
+                        refused.add(expect)  # the guard has moved on: none of this group
+                        break
+            if not alone:
+                driver.execute("COMMIT")
+        except BaseException:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
+        if refused:
+            return [entry for entry in taken if entry.expect in refused]
+        if self._guard is not None and (expect := next(iter(groups))) is not None:
+            self.guarded = expect  # what the guard read as these rows went in
+        return []
 
     def _insert_sets(self, cursor: Any, sets: dict[str, str]) -> None:
         if not sets:
@@ -299,24 +360,6 @@ class GroupCommitLog:
         now = utcnow()
         when = self._encode_time(now) if self._encode_time is not None else now
         cursor.executemany(self._sets_statement, [(key, text, when) for key, text in sets.items()])
-
-    def _insert_rows(self, driver: Any, cursor: Any, rows: list[tuple[Any, ...]]) -> None:
-        """All `rows` in as few statements as the driver allows. One statement of many rows
-        rather than `executemany`: SQLite's driver lets go of the GIL for every statement it
-        steps through, and under load each hand-back costs the writer a wait behind the
-        request threads."""
-        if self._rows_per_statement is None:
-            limit = 999  # SQLite's own default before 3.32
-            if hasattr(driver, "getlimit"):
-                limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            self._rows_per_statement = max(1, min(500, limit // len(_COLUMNS)))
-        step = self._rows_per_statement
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            statement = self._statements.get(len(chunk))
-            if statement is None:
-                statement = self._statements[len(chunk)] = self._statement_for(len(chunk))
-            cursor.execute(statement, [value for row in chunk for value in row])
 
     @contextlib.contextmanager
     def _writer_lock(self) -> Iterator[None]:
@@ -462,8 +505,10 @@ class GroupCommitLog:
                 reused = connection is not None
                 if connection is None:
                     connection = self._connect()
-                if self._guard is not None:
+                if self._guard is not None and not self._sqlite:
                     # Read after the batch was taken, so after each write in it was decided.
+                    # (SQLite's rows go in only if the guard still reads as they expect:
+                    # `_insert_sqlite`.)
                     try:
                         self.guarded = self._read_guard(connection)
                     except Exception:
@@ -496,8 +541,18 @@ class GroupCommitLog:
                     if key not in self._stored_sets
                 }
                 if rows:
-                    self._insert(connection, rows, sets)
+                    stale = self._insert(connection, taken, sets)
                     self._stored_sets.update(sets)
+                    if stale:
+                        # The others are committed: nothing here may fail them.
+                        try:
+                            self.guarded = self._read_guard(connection)
+                        except Exception:
+                            log.warning("reading the guard after a refused write failed")
+                        self.refused += len(stale)
+                        self._answer(stale, StaleWrite(self.guarded))
+                        taken = [entry for entry in taken if entry not in stale]
+                        rows = [row for entry in taken for row in entry.rows]
             except Exception as error:  # every waiting request hears of it
                 # One line, not a traceback: in an outage this happens at every commit.
                 log.warning(

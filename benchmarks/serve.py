@@ -19,14 +19,18 @@ served 100,000 decisions each, and the largest worker's resident memory is print
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
 self and inclusive share of samples). `--breakdown` adds runs, for one title and for a
-page, against routes only this benchmark's keyart app has (neither is something keyart
+page, against routes only this benchmark's keyart app has (none is something keyart
 serves), each beside a floor run of its own at the lowest concurrency:
 
-    validate  POST /bench/validate     the decision request parsed and validated, no more
-    unlogged  POST /bench/unlogged     the decisions made and answered, not logged
+    validate    POST /bench/validate     the decision request parsed and validated, no more
+    unlogged    POST /bench/unlogged     the decisions made and answered, not logged
+    handed-off  POST /bench/handed-off   as unlogged, with the rows handed to a group-commit
+                                         writer thread that writes nothing
 
 A page's `unlogged` ÷ floor is the most any decision log could let a page reach; its
-`validate` ÷ floor, the most any decision engine could.
+`validate` ÷ floor, the most any decision engine could. Between `unlogged` and
+`handed-off` is what the group commit's threads cost; between `handed-off` and a logged
+decision, what the database's writes cost.
 
     python benchmarks/serve.py [--seconds 5] [--repeats 3] [--connections 8,32]
                                [--workers 2] [--threads 8] [--only sqlite|postgres]
@@ -119,13 +123,15 @@ def free_port() -> int:
 
 
 def breakdown_app():  # type: ignore[no-untyped-def]
-    """keyart's app plus the two `--breakdown` routes. `unlogged` runs the same steps as
+    """keyart's app plus the `--breakdown` routes. `unlogged` runs the same steps as
     `web.personalize.choose_artwork` minus the decision log's write: a ceiling for what
-    any logging design could reach, never a way to serve."""
+    any logging design could reach, never a way to serve. `handed-off` adds the group
+    commit's hand-off back, without its SQL."""
     from flask import jsonify
 
+    from bandit.decision_log import GroupCommitLog
     from bandit.decisions import DecisionService
-    from web import create_app
+    from web import create_app, decision_log
     from web.api import _check_rendition, _negotiate
     from web.personalize import PageRequest, _answers
     from web.schemas import DecisionsRequest, json_body
@@ -147,8 +153,25 @@ def breakdown_app():  # type: ignore[no-untyped-def]
         def write(self, records, expect=None):  # type: ignore[no-untyped-def]
             pass
 
+    class HandedOff(GroupCommitLog):
+        """The group commit with its SQL left out: each request's rows are queued and the
+        writer thread wakes and answers, but writes nothing (on PostgreSQL it still reads
+        the catalog guard first, as it does before a COPY)."""
+
+        def _insert(self, connection, taken, sets):  # type: ignore[no-untyped-def]
+            return []
+
+    handed_off = decision_log(app.extensions["keyart"].settings, HandedOff)
+
     @app.post("/bench/unlogged")
     def unlogged():  # type: ignore[no-untyped-def]
+        return decide_without(Unlogged())
+
+    @app.post("/bench/handed-off")
+    def handed_off_route():  # type: ignore[no-untyped-def]
+        return decide_without(handed_off)
+
+    def decide_without(log):  # type: ignore[no-untyped-def]
         body = json_body(DecisionsRequest)
         page = PageRequest(
             titles=body.titles,
@@ -161,7 +184,7 @@ def breakdown_app():  # type: ignore[no-untyped-def]
         service = DecisionService(
             CatalogReader(state.catalog, state.engine),
             state.policy,
-            Unlogged(),
+            log,
             state.exploration,
             state.rng,
         )
@@ -605,8 +628,10 @@ RSS_AFTER = 100_000
 BREAKDOWN = (
     ("validate single", "/bench/validate", 1),
     ("unlogged single", "/bench/unlogged", 1),
+    ("handed-off single", "/bench/handed-off", 1),
     ("validate page", "/bench/validate", TITLES),
     ("unlogged page", "/bench/unlogged", TITLES),
+    ("handed-off page", "/bench/handed-off", TITLES),
 )
 
 

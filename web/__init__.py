@@ -27,6 +27,23 @@ log = logging.getLogger(__name__)
 _UNTIMED = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus"})
 
 
+def decision_log(settings: Settings, kind: type[GroupCommitLog] = GroupCommitLog) -> GroupCommitLog:
+    """The group-commit log a serving process writes its decisions through."""
+    return kind(
+        # An engine (pool) of its own, so request threads can never starve the writer.
+        make_engine(settings.database_url),
+        settings.decision_commit_max,
+        # A page not committed by then is withdrawn and answered from the catalog snapshot
+        # instead (`web.personalize`).
+        timeout_seconds=settings.decision_timeout,
+        owns_engine=True,
+        # Decisions made from a catalog older than the database's are refused (and made
+        # again): what lets serving cache the catalog (web/serving_catalog.py).
+        guard=CATALOG_VERSION,
+        delay_seconds=settings.decision_commit_delay,
+    )
+
+
 def create_app(
     settings: Settings | None = None, test_config: Mapping[str, Any] | None = None
 ) -> Flask:
@@ -84,19 +101,7 @@ def create_app(
         if settings.isolate_pipeline
         else None,
         exploration=settings.exploration(),
-        # An engine (pool) of its own, so request threads can never starve the writer.
-        decision_log=GroupCommitLog(
-            make_engine(settings.database_url),
-            settings.decision_commit_max,
-            # A page not committed by then is withdrawn and answered from the catalog
-            # snapshot instead (`web.personalize`).
-            timeout_seconds=settings.decision_timeout,
-            owns_engine=True,
-            # Decisions made from a catalog older than the database's are refused (and made
-            # again): what lets serving cache the catalog (web/serving_catalog.py).
-            guard=CATALOG_VERSION,
-            delay_seconds=settings.decision_commit_delay,
-        ),
+        decision_log=decision_log(settings),
     )
 
     @app.before_request

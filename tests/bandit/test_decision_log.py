@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,27 @@ def test_a_failed_commit_fails_every_request_in_it(tmp_path: Path) -> None:
         log.write(_page(3, 1))
     log.stop(timeout=30)
     engine.dispose()
+
+
+def test_a_write_too_large_for_one_statement_goes_in_whole_or_not_at_all(
+    app: Flask, session: Session
+) -> None:
+    # 1,200 rows take SQLite several statements; the last row repeats the first's event id,
+    # so the last statement fails, and the ones before it must not stay committed.
+    log = GroupCommitLog(runtime(app).engine, guard=GUARD)
+    page = _page(600, 1) + _page(600, 2)
+    page[-1].event_id = page[0].event_id
+    expect = session.scalar(text(GUARD))
+    with pytest.raises(DecisionLogError, match="unavailable"):
+        log.write(page, expect=expect)
+    ids = [d.event_id for d in page]
+    assert session.scalar(select(func.count()).where(Decision.event_id.in_(ids))) == 0
+    # The same rows with ids of their own then go in, all of them.
+    page[-1].event_id = uuid.uuid4().hex
+    log.write(page, expect=expect)
+    log.stop(timeout=30)
+    ids = [d.event_id for d in page]
+    assert session.scalar(select(func.count()).where(Decision.event_id.in_(ids))) == 1200
 
 
 def test_decisions_api_falls_back_when_the_log_is_down(app: Flask, client: FlaskClient) -> None:
