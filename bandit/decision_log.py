@@ -135,8 +135,9 @@ class GroupCommitLog:
     if it shared a pool with the threads waiting on it, they could hold every connection.
 
     `guard` is a query of one value that the writer checks after taking a batch (on SQLite
-    in the statement that inserts the rows, on PostgreSQL just before the COPY); a write
-    made `expect`ing another value is refused with `StaleWrite` and the rest are written.
+    in the statement that inserts the rows; on PostgreSQL just before the COPY, so a change
+    committed between that read and the COPY is not caught); a write made `expect`ing
+    another value is refused with `StaleWrite` and the rest are written.
     Whatever the guard watches (keyart: the catalog version) can then be cached by the
     callers: anything decided after the watched thing changed is refused.
     """
