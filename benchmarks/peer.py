@@ -41,7 +41,12 @@ def create_app() -> Flask:
         return local.db
 
     db = connection()
-    db.execute(SCHEMA)
+    try:
+        db.execute(SCHEMA)
+    except psycopg.errors.UniqueViolation:
+        # The other worker created it at the same moment: PostgreSQL's IF NOT EXISTS is no
+        # guard against that, and a benchmark run died of it once.
+        db.rollback()
     titles: dict[str, list[Candidate]] = {}
     genres: dict[str, list[str]] = {}
     images: dict[str, str] = {}
