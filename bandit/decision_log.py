@@ -188,9 +188,9 @@ class GroupCommitLog:
         self.commits = 0  # how many transactions carried decisions, for tests and metrics
         dialect = engine.dialect
         self._encode = _row_encoder(dialect)
+        self._sqlite = dialect.name == "sqlite"
         # Straight to the driver: building ORM or Core parameter sets per row cost more
-        # than the database's own work.
-        self._mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # than the database's own work. SQLite's INSERTs by (rows, guarded):
         self._statements: dict[tuple[int, bool], str] = {}
         self._rows_per_statement: int | None = None
         # Candidate sets this writer has committed: rows naming them need not send them again.
@@ -200,7 +200,7 @@ class GroupCommitLog:
         # A set another process (or an earlier writer) stored already is left as it is.
         self._sets_statement = (
             "INSERT OR IGNORE INTO candidate_sets (id, candidates, created_at) VALUES (?, ?, ?)"
-            if self._mark == "?"
+            if self._sqlite
             else "INSERT INTO candidate_sets (id, candidates, created_at) VALUES (%s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING"
         )
@@ -210,7 +210,6 @@ class GroupCommitLog:
         # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
         self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
         self._copy_statement = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
-        self._sqlite = dialect.name == "sqlite"
         database = engine.url.database
         self._lock_path = (
             f"{database}-writer.lock"
@@ -504,7 +503,7 @@ class GroupCommitLog:
                     # Under the lock: the next write sees no thread and starts one.
                     self._thread = None
                     return
-            rows: list[tuple[Any, ...]] = []
+            written = False
             try:
                 reused = connection is not None
                 if connection is None:
@@ -536,7 +535,6 @@ class GroupCommitLog:
                         self.refused += len(stale)
                         self._answer(stale, StaleWrite(self.guarded))
                         taken = fresh
-                rows = [row for entry in taken for row in entry.rows]
                 sets = {
                     key: text
                     for entry in taken
@@ -544,7 +542,7 @@ class GroupCommitLog:
                     for key, text in entry.sets.items()
                     if key not in self._stored_sets
                 }
-                if rows:
+                if taken:  # each carries rows: `write` returns at once for none
                     stale = self._insert(connection, taken, sets)
                     self._stored_sets.update(sets)
                     if stale:
@@ -556,7 +554,7 @@ class GroupCommitLog:
                         self.refused += len(stale)
                         self._answer(stale, StaleWrite(self.guarded))
                         taken = [entry for entry in taken if entry not in stale]
-                        rows = [row for entry in taken for row in entry.rows]
+                    written = bool(taken)
             except Exception as error:  # every waiting request hears of it
                 # One line, not a traceback: in an outage this happens at every commit.
                 log.warning(
@@ -577,7 +575,7 @@ class GroupCommitLog:
                 )
                 self._answer(taken, failure)
                 continue
-            if rows:
+            if written:
                 self.commits += 1
             self._answer(taken, None)
             self._checkpoint(connection)

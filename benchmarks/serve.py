@@ -131,7 +131,7 @@ def breakdown_app():  # type: ignore[no-untyped-def]
 
     from bandit.decision_log import GroupCommitLog
     from bandit.decisions import DecisionService
-    from web import create_app, decision_log
+    from web import create_app, make_decision_log
     from web.api import _check_rendition, _negotiate
     from web.personalize import PageRequest, _answers
     from web.schemas import DecisionsRequest, json_body
@@ -161,7 +161,7 @@ def breakdown_app():  # type: ignore[no-untyped-def]
         def _insert(self, connection, taken, sets):  # type: ignore[no-untyped-def]
             return []
 
-    handed_off = decision_log(app.extensions["keyart"].settings, HandedOff)
+    handed_off = make_decision_log(app.extensions["keyart"].settings, HandedOff)
 
     @app.post("/bench/unlogged")
     def unlogged():  # type: ignore[no-untyped-def]

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 _UNTIMED = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus"})
 
 
-def decision_log(settings: Settings, kind: type[GroupCommitLog] = GroupCommitLog) -> GroupCommitLog:
+def make_decision_log(
+    settings: Settings, kind: type[GroupCommitLog] = GroupCommitLog
+) -> GroupCommitLog:
     """The group-commit log a serving process writes its decisions through."""
     return kind(
         # An engine (pool) of its own, so request threads can never starve the writer.
@@ -101,7 +103,7 @@ def create_app(
         if settings.isolate_pipeline
         else None,
         exploration=settings.exploration(),
-        decision_log=decision_log(settings),
+        decision_log=make_decision_log(settings),
     )
 
     @app.before_request
