@@ -15,6 +15,8 @@ import json
 import logging
 import operator
 import os
+import re
+import select
 import sqlite3
 import threading
 import time
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Dialect, Engine, PoolProxiedConnection
+from sqlalchemy.types import TypeEngine
 
 from bandit.models import CandidateSet, Decision, utcnow
 
@@ -38,6 +41,21 @@ def _json_text(value: Any) -> str:
     # text of anything else is what SQLAlchemy's JSON type would have written.
     text = getattr(value, "json_text", None)
     return text if text is not None else json.dumps(value)
+
+
+def _array_type(column_type: TypeEngine[Any], dialect: Dialect) -> str:
+    """PostgreSQL's array of a column's type, without its length: an explicit cast to
+    VARCHAR(64) would cut a longer value short, where inserting it into the column refuses
+    it."""
+    return re.sub(r"\(\d+\)", "", column_type.compile(dialect=dialect)) + "[]"
+
+
+def _has_spoken(connection: PoolProxiedConnection) -> bool:
+    """Whether an idle PostgreSQL connection has anything waiting to be read (asked
+    nothing, the server sends nothing until it closes the connection)."""
+    poller = select.poll()
+    poller.register(connection.driver_connection.pgconn.socket, select.POLLIN)  # type: ignore[union-attr]
+    return bool(poller.poll(0))
 
 
 def _last_of(step: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -137,10 +155,9 @@ class GroupCommitLog:
     the process that uses it (a thread never crosses a fork). Give it an engine of its own:
     if it shared a pool with the threads waiting on it, they could hold every connection.
 
-    `guard` is a query of one value that the writer checks after taking a batch (on SQLite
-    in the statement that inserts the rows; on PostgreSQL just before the COPY, so a change
-    committed between that read and the COPY is not caught); a write made `expect`ing
-    another value is refused with `StaleWrite` and the rest are written.
+    `guard` is a query of one value (from one row, on PostgreSQL: the row is locked
+    `FOR SHARE`) that the statement inserting a write's rows checks: a write made
+    `expect`ing another value is refused with `StaleWrite` and the rest are written.
     Whatever the guard watches (keyart: the catalog version) can then be cached by the
     callers: anything decided after the watched thing changed is refused.
     """
@@ -205,11 +222,22 @@ class GroupCommitLog:
             " ON CONFLICT (id) DO NOTHING"
         )
         self._checkpointed = time.monotonic()
-        # On PostgreSQL a commit's rows go in by one COPY in autocommit: a single statement,
-        # so still all or nothing, and two server round trips instead of four (BEGIN, COPY,
-        # its end, COMMIT). Each round trip also waits for the GIL behind the request threads.
-        self._copy = dialect.name == "postgresql" and dialect.driver == "psycopg"
-        self._copy_statement = f"COPY decisions ({', '.join(_COLUMNS)}) FROM STDIN"
+        if not self._sqlite and (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
+            raise ValueError(f"no decision log for {dialect.name}+{dialect.driver}")
+        # PostgreSQL's INSERTs, unguarded and guarded (`_insert_postgres`): each column as
+        # one array, bound in binary, so one statement whatever the rows, prepared once. The
+        # guard's row is locked FOR SHARE: a change to it in progress is waited for and then
+        # read (READ COMMITTED reads a locked row's newest version), and none can commit
+        # until these rows have.
+        self._inserts: dict[bool, str] = {}
+        if not self._sqlite:
+            arrays = ", ".join(
+                f"%b::{_array_type(Decision.__table__.c[key].type, dialect)}" for key in _COLUMNS
+            )
+            # Names and types from the model, the guard from the code that built this log.
+            insert = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) SELECT * FROM unnest({arrays})"  # noqa: S608
+            self._inserts[False] = insert
+            self._inserts[True] = f"{insert} WHERE ({guard} FOR SHARE) = %s"
         database = engine.url.database
         self._lock_path = (
             f"{database}-writer.lock"
@@ -243,10 +271,10 @@ class GroupCommitLog:
         # stalled server), so a request waiting on one is answered 503 with nothing logged,
         # rather than waiting as long as the database does.
         limit = max(1, int(self._timeout * 1000))
-        if self._copy:
+        if not self._sqlite:
             driver.autocommit = True
             driver.execute(f"SET statement_timeout = {limit}")
-        elif self._sqlite:
+        else:
             # Transactions begun by `_insert` itself, and only when a commit needs more than
             # one statement: a lone INSERT is its own transaction.
             driver.isolation_level = None
@@ -289,45 +317,76 @@ class GroupCommitLog:
         self, connection: PoolProxiedConnection, taken: list[_Entry], sets: dict[str, str]
     ) -> list[_Entry]:
         """Commit the rows of `taken`, and before them the candidate sets they name that are
-        new; return the entries refused as stale (SQLite checks the guard as it inserts)."""
+        new; return the entries refused as stale. Each write goes in only if the guard still
+        reads what it expects: the check is part of the statement that inserts its rows, so
+        no change to what the guard reads can commit between the two."""
+        # Writes grouped by the guard value they expect (after a catalog change, a batch can
+        # hold both); each group's rows are checked against it and go in or stay out whole.
+        groups: dict[Any, list[tuple[Any, ...]]] = {}
+        for entry in taken:
+            groups.setdefault(entry.expect, []).extend(entry.rows)
         driver: Any = connection.driver_connection
         cursor = driver.cursor()
         try:
-            if self._copy:
-                # Its own autocommit statement: if the COPY then fails, the sets stay, which
-                # is harmless (a set is keyed by its content and never changes).
-                self._insert_sets(cursor, sets)
-                with cursor.copy(self._copy_statement) as copy:
-                    for entry in taken:
-                        for row in entry.rows:
-                            copy.write_row(row)
-                return []
-            with self._writer_lock():
-                return self._insert_sqlite(driver, cursor, taken, sets)
+            if self._sqlite:
+                with self._writer_lock():
+                    refused = self._insert_sqlite(driver, cursor, groups, sets)
+            else:
+                refused = self._insert_postgres(driver, cursor, groups, sets)
         finally:
             cursor.close()
+        if refused:
+            return [entry for entry in taken if entry.expect in refused]
+        if self._guard is not None and (expect := next(iter(groups))) is not None:
+            self.guarded = expect  # what the guard read as these rows went in
+        return []
+
+    def _insert_postgres(
+        self,
+        driver: Any,
+        cursor: Any,
+        groups: dict[Any, list[tuple[Any, ...]]],
+        sets: dict[str, str],
+    ) -> set[Any]:
+        """Each group in one statement (`_inserts`) in autocommit: one round trip and the
+        WAL flush. A read of the guard before an autocommit COPY took three round trips and
+        let a change commit between them; the read locked in a transaction with the COPY
+        took four, and cost singles more than this does (README, "Performance: serving
+        cost"). Groups after the first (only just after a catalog change) share a
+        transaction, so a failure leaves none of them in."""
+        # Their own autocommit statement: should the rows then fail, the sets stay, which is
+        # harmless (a set is keyed by its content and never changes).
+        self._insert_sets(cursor, sets)
+        refused: set[Any] = set()
+        with driver.transaction() if len(groups) > 1 else contextlib.nullcontext():
+            for expect, rows in groups.items():
+                guarded = self._guard is not None and expect is not None
+                values: list[Any] = [list(column) for column in zip(*rows, strict=True)]
+                if guarded:
+                    values.append(expect)
+                cursor.execute(self._inserts[guarded], values, prepare=True)
+                if guarded and cursor.rowcount == 0:
+                    refused.add(expect)  # the guard has moved on: none of this group
+        return refused
 
     def _insert_sqlite(
-        self, driver: Any, cursor: Any, taken: list[_Entry], sets: dict[str, str]
-    ) -> list[_Entry]:
-        """The rows in as few statements as SQLite allows, each inserting only if the guard
-        still reads what its writes expect: the check and the write are one statement in
-        one transaction, so no catalog change can come between them. One statement of many
-        rows rather than `executemany`, and no guard read, BEGIN or COMMIT of their own when
-        one statement holds the commit: SQLite's driver lets go of the GIL for every
-        statement it steps through, and under load each hand-back costs the writer a wait
-        behind the request threads."""
+        self,
+        driver: Any,
+        cursor: Any,
+        groups: dict[Any, list[tuple[Any, ...]]],
+        sets: dict[str, str],
+    ) -> set[Any]:
+        """The rows in as few statements as SQLite allows (`_statement_for`), in one
+        transaction. One statement of many rows rather than `executemany`, and no BEGIN or
+        COMMIT of their own when one statement holds the commit: SQLite's driver lets go of
+        the GIL for every statement it steps through, and under load each hand-back costs
+        the writer a wait behind the request threads."""
         if self._rows_per_statement is None:
             limit = 999  # SQLite's own default before 3.32
             if hasattr(driver, "getlimit"):
                 limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_statement = max(1, min(500, (limit - 1) // len(_COLUMNS)))
         step = self._rows_per_statement
-        # Writes grouped by the guard value they expect (after a catalog change, a batch can
-        # hold both); each group's rows are checked against it and go in or stay out whole.
-        groups: dict[Any, list[tuple[Any, ...]]] = {}
-        for entry in taken:
-            groups.setdefault(entry.expect, []).extend(entry.rows)
         alone = not sets and len(groups) == 1 and len(next(iter(groups.values()))) <= step
         refused: set[Any] = set()
         if not alone:
@@ -351,11 +410,7 @@ class GroupCommitLog:
             if driver.in_transaction:
                 driver.execute("ROLLBACK")
             raise
-        if refused:
-            return [entry for entry in taken if entry.expect in refused]
-        if self._guard is not None and (expect := next(iter(groups))) is not None:
-            self.guarded = expect  # what the guard read as these rows went in
-        return []
+        return refused
 
     def _insert_sets(self, cursor: Any, sets: dict[str, str]) -> None:
         if not sets:
@@ -505,36 +560,23 @@ class GroupCommitLog:
                     return
             written = False
             try:
-                reused = connection is not None
                 if connection is None:
                     connection = self._connect()
-                if self._guard is not None and not self._sqlite:
-                    # Read after the batch was taken, so after each write in it was decided.
-                    # (SQLite's rows go in only if the guard still reads as they expect:
-                    # `_insert_sqlite`.)
+                elif not self._sqlite and _has_spoken(connection):
+                    # An idle connection has nothing to read unless the server said something
+                    # unasked: most often that it is closing it (restarted, or the backend
+                    # was ended). Found out by the batch's INSERT, the failure could leave in
+                    # doubt whether the rows went in; a read first settles it, and a new
+                    # connection takes the batch rather than the first requests after an
+                    # outage failing on the old one. No round trip when nothing was said.
                     try:
-                        self.guarded = self._read_guard(connection)
+                        connection.driver_connection.execute("SELECT 1")  # type: ignore[union-attr]
                     except Exception:
-                        if not reused:
-                            raise
-                        # The kept connection died while idle (the server restarted, the
-                        # link dropped); nothing of this batch is written yet, so a new
-                        # connection takes it, rather than the first requests after an
-                        # outage failing on the old one.
                         log.warning("the decision log's connection was lost; reconnecting")
                         connection.invalidate()
                         connection.close()
                         connection = None  # should connecting fail, nothing left to close
                         connection = self._connect()
-                        self.guarded = self._read_guard(connection)
-                    fresh, stale = [], []
-                    for entry in taken:
-                        current = entry.expect is None or entry.expect == self.guarded
-                        (fresh if current else stale).append(entry)
-                    if stale:
-                        self.refused += len(stale)
-                        self._answer(stale, StaleWrite(self.guarded))
-                        taken = fresh
                 sets = {
                     key: text
                     for entry in taken
@@ -542,19 +584,18 @@ class GroupCommitLog:
                     for key, text in entry.sets.items()
                     if key not in self._stored_sets
                 }
-                if taken:  # each carries rows: `write` returns at once for none
-                    stale = self._insert(connection, taken, sets)
-                    self._stored_sets.update(sets)
-                    if stale:
-                        # The others are committed: nothing here may fail them.
-                        try:
-                            self.guarded = self._read_guard(connection)
-                        except Exception:
-                            log.warning("reading the guard after a refused write failed")
-                        self.refused += len(stale)
-                        self._answer(stale, StaleWrite(self.guarded))
-                        taken = [entry for entry in taken if entry not in stale]
-                    written = bool(taken)
+                stale = self._insert(connection, taken, sets)
+                self._stored_sets.update(sets)
+                if stale:
+                    # The others are committed: nothing here may fail them.
+                    try:
+                        self.guarded = self._read_guard(connection)
+                    except Exception:
+                        log.warning("reading the guard after a refused write failed")
+                    self.refused += len(stale)
+                    self._answer(stale, StaleWrite(self.guarded))
+                    taken = [entry for entry in taken if entry not in stale]
+                written = bool(taken)
             except Exception as error:  # every waiting request hears of it
                 # One line, not a traceback: in an outage this happens at every commit.
                 log.warning(

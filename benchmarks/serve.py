@@ -155,8 +155,7 @@ def breakdown_app():  # type: ignore[no-untyped-def]
 
     class HandedOff(GroupCommitLog):
         """The group commit with its SQL left out: each request's rows are queued and the
-        writer thread wakes and answers, but writes nothing (on PostgreSQL it still reads
-        the catalog guard first, as it does before a COPY)."""
+        writer thread wakes and answers, but writes nothing."""
 
         def _insert(self, connection, taken, sets):  # type: ignore[no-untyped-def]
             return []

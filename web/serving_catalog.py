@@ -3,13 +3,13 @@ features) and default, cached in the process along with the catalog version they
 at, and each variant's renditions, cached for a short while (they rarely change).
 
 Never serving a paused variant does not need a read per request. Database triggers bump
-`catalog_version` with every change to titles or artworks (migration 0005); the decision
-log's writer checks that version with each group commit and refuses decisions made with an
-older one (`bandit.decision_log.StaleWrite`), and the decision service
+`catalog_version` with every change to titles or artworks (migration 0005; on PostgreSQL
+as the change commits, 0009); the decision log's writer checks that version with each
+group commit and refuses decisions made with an older one
+(`bandit.decision_log.StaleWrite`), and the decision service
 (`bandit.decisions.DecisionService`) then decides again from a fresh read. So a decision
 made after an editor's change has committed is never logged, nor answered, with the
-catalog from before it (on PostgreSQL, but for a change committed between the writer's read
-and its COPY: see `GroupCommitLog`).
+catalog from before it.
 
 It also keeps every title it has read, as last read (`last_known`), re-read in the
 background when the catalog changes (`refresh`): what fallback answers are made from while

@@ -49,6 +49,14 @@ def _hold_write_lock(engine: Engine):  # type: ignore[no-untyped-def]
     return connection
 
 
+def _named_writer(server: str, guard: str) -> tuple[str, GroupCommitLog]:
+    """A log on `server` whose writer's connection carries a name of its own, to find it by
+    in `pg_stat_activity`."""
+    name = f"keyart-writer-{random.randrange(1 << 30)}"
+    writer = make_engine(f"{server}?application_name={name}")
+    return name, GroupCommitLog(writer, guard=guard, owns_engine=True)
+
+
 def _wait_for(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -333,6 +341,108 @@ def test_a_write_made_with_a_stale_guard_value_is_refused_and_the_rest_are_logge
     assert not {d.event_id for d in stale} & logged
 
 
+@pytest.mark.postgres
+def test_decisions_logged_as_the_catalog_changes_wait_for_the_change_and_are_refused(
+    postgres_server: str,
+) -> None:
+    # An editor's change has bumped the catalog version but not committed when a batch
+    # decided from the old catalog is written. Read before the write, the version still
+    # looked current, and the rows went in after the change had committed: decisions from
+    # the old catalog logged, and answered, after it. Checked in the INSERT, the rows wait
+    # for the change and are refused.
+    name, log = _named_writer(postgres_server, GUARD)
+    admin = make_engine(postgres_server)
+    page = _page(3, 1)
+    outcome: list[object] = []
+
+    def request(expect: int) -> None:
+        try:
+            log.write(page, expect=expect)
+            outcome.append("logged")
+        except StaleWrite as refused:
+            outcome.append(refused.current)
+
+    with admin.connect() as editor:
+        before = editor.execute(text(GUARD)).scalar_one()
+        editor.execute(text("UPDATE catalog_version SET version = version + 1 WHERE id = 1"))
+        thread = threading.Thread(target=request, args=(before,))
+        thread.start()
+        with admin.connect() as watcher:
+
+            def writer_waits_for_a_lock() -> bool:
+                return bool(
+                    watcher.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                            " :name AND wait_event_type = 'Lock'"
+                        ),
+                        {"name": name},
+                    ).scalar_one()
+                )
+
+            _wait_for(writer_waits_for_a_lock)
+        assert thread.is_alive()
+        editor.commit()
+    thread.join(timeout=30)
+    log.stop(timeout=30)
+    with admin.connect() as connection:
+        logged = connection.execute(
+            select(func.count())
+            .select_from(Decision)
+            .where(Decision.event_id.in_([d.event_id for d in page]))
+        ).scalar_one()
+    admin.dispose()
+    assert outcome == [before + 1]
+    assert logged == 0
+    assert log.refused == 1 and log.guarded == before + 1
+
+
+@pytest.mark.postgres
+def test_a_catalog_change_holds_decision_logging_up_only_while_it_commits(
+    postgres_server: str,
+) -> None:
+    # An editor's transaction has changed the catalog and not committed yet (a reprocess
+    # still uploading renditions, say). Decisions are logged meanwhile: the version is bumped
+    # as the change commits, not as it is made, so only its commit holds the writer up.
+    # Once it has committed, a write decided before it is refused.
+    admin = make_engine(postgres_server)
+    log = GroupCommitLog(
+        make_engine(postgres_server), guard=GUARD, owns_engine=True, timeout_seconds=3
+    )
+    meanwhile, after = _page(2, 1), _page(2, 2)
+    title = f"title-{uuid.uuid4().hex}"
+    try:
+        with admin.connect() as editor:
+            before = editor.execute(text(GUARD)).scalar_one()
+            editor.execute(
+                text(
+                    "INSERT INTO titles (id, name, genres, created_at)"
+                    " VALUES (:id, 'New', '[]', now())"
+                ),
+                {"id": title},
+            )
+            # Held up until the editor commits, it would time out (DecisionLogError).
+            log.write(meanwhile, expect=before)
+            editor.commit()
+        with pytest.raises(StaleWrite) as refused:
+            log.write(after, expect=before)
+    finally:
+        log.stop(timeout=30)
+    with admin.connect() as connection:
+        logged = set(
+            connection.execute(
+                select(Decision.event_id).where(
+                    Decision.event_id.in_([d.event_id for d in meanwhile + after])
+                )
+            ).scalars()
+        )
+        connection.execute(text("DELETE FROM titles WHERE id = :id"), {"id": title})
+        connection.commit()
+    admin.dispose()
+    assert refused.value.current == before + 1
+    assert logged == {d.event_id for d in meanwhile}
+
+
 def test_a_value_too_long_for_its_column_is_never_cut_short(app: Flask, session: Session) -> None:
     # Whatever way a commit sends its rows, the column's own check must refuse the page
     # (nothing of it logged) rather than store the value cut to fit (a one-statement commit
@@ -387,11 +497,9 @@ def test_a_connection_lost_while_idle_is_replaced_before_the_next_commit(
     postgres_server: str,
 ) -> None:
     # The server restarted, or the link dropped, between two commits: the writer notices
-    # on the batch's first read and takes a new connection, so no request fails for it.
-    name = f"keyart-writer-{random.randrange(1 << 30)}"
-    writer = make_engine(f"{postgres_server}?application_name={name}")
+    # before the batch's INSERT and takes a new connection, so no request fails for it.
+    name, log = _named_writer(postgres_server, "SELECT 1")
     admin = make_engine(postgres_server)
-    log = GroupCommitLog(writer, guard="SELECT 1", owns_engine=True)
     first, second = _page(2, 1), _page(2, 2)
     try:
         log.write(first)
