@@ -237,7 +237,8 @@ class GroupCommitLog:
             # Names and types from the model, the guard from the code that built this log.
             insert = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) SELECT * FROM unnest({arrays})"  # noqa: S608
             self._inserts[False] = insert
-            self._inserts[True] = f"{insert} WHERE ({guard} FOR SHARE) = %s"
+            if guard is not None:
+                self._inserts[True] = f"{insert} WHERE ({guard} FOR SHARE) = %s"
         database = engine.url.database
         self._lock_path = (
             f"{database}-writer.lock"

@@ -10,6 +10,8 @@ whatever the trigger does.)
 
 Constraint triggers are row-level only, so a change to n rows bumps the version n times; it
 only ever has to move. TRUNCATE, which fires no row trigger, keeps its statement trigger.
+So 0005's `create_triggers` (for SQLite's batch mode, which drops triggers) is not what
+PostgreSQL's tables carry any more: a later migration must not call it there.
 
 Revision ID: 0009
 Revises: 0008
