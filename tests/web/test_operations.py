@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -119,6 +122,31 @@ def test_gunicorn_access_log_is_json_with_the_request_id(
         assert line["method"] == "GET" and line["path"] == "/healthz"
         # Nothing on stderr but JSON lines.
         assert all(text.startswith("{") for text in log_path.read_text().splitlines() if text)
+
+
+def test_a_server_process_hands_the_gil_on_within_half_a_millisecond(
+    cli_env: dict[str, str],
+) -> None:
+    # As gunicorn's workers build it (`web:create_app()`, settings from the environment), in
+    # a process of its own: the interval is the whole interpreter's. An app built from
+    # given settings (a test's, an embedding program's) leaves the interpreter's alone.
+    script = (
+        "import sys; from pathlib import Path; from web import create_app;"
+        " from web.config import Settings; before = sys.getswitchinterval();"
+        " create_app(Settings(var_dir=Path(sys.argv[1]), database_url=sys.argv[2]));"
+        " given = sys.getswitchinterval(); create_app();"
+        " print(before, given, sys.getswitchinterval())"
+    )
+    env = {**os.environ, **cli_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run(
+        [sys.executable, "-c", script, cli_env["KEYART_VAR_DIR"], cli_env["KEYART_DATABASE_URL"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert [float(value) for value in out] == [0.005, 0.005, 0.0005]
 
 
 def test_the_served_policy_version_and_age_are_reported(
