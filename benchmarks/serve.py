@@ -14,8 +14,10 @@ package: `apt-get install wrk`) at three endpoints:
 The runs are interleaved (per round: for each connection count, each server's floor, single
 and page), so that the ratios compare runs seconds apart: on a machine shared with other
 work, runs minutes apart are not comparable. Each ratio is taken within a round, and the
-median over the rounds printed. Then each server gets page load until its workers have
-served 100,000 decisions each, and the largest worker's resident memory is printed.
+median over the rounds printed. CPU per decision is the gunicorn workers' (user + system,
+from /proc) and, on PostgreSQL, the database server's beside it: on this machine it shares
+the workers' cores. Then each server gets page load until its workers have served 100,000
+decisions each, and the largest worker's resident memory is printed.
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
 self and inclusive share of samples). `--breakdown` adds runs, for one title and for a
@@ -364,6 +366,27 @@ def worker_usage(server: subprocess.Popen) -> float:  # type: ignore[type-arg]
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_usage() -> float | None:
+    """CPU seconds (user + system) so far of this machine's PostgreSQL server: every
+    process named `postgres`, with what the postmaster's exited children used (a backend
+    whose connection closed). On this machine the server shares the workers' cores, and
+    what a decision costs it depends on how the service writes it (keyart: one statement
+    of arrays per commit, three more indexes; the peer: an INSERT a row), so the workers'
+    CPU alone would not compare the two. None when no server runs here."""
+    ticks, found = 0, False
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_file.read_text()
+        except OSError:  # a process that ended meanwhile
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != "postgres":
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
+        found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
 def worker_rss_mb(server: subprocess.Popen) -> float:  # type: ignore[type-arg]
     """The largest resident set of the server's workers, in MB."""
     largest = 0
@@ -411,11 +434,16 @@ class Server:
         # opens while a worker is still starting would load the other alone).
         script = self.scripts[endpoint]
         run_wrk(self.port, script, WARMUP_SECONDS, connections, work)
+        server = postgres_usage() if self.url.startswith("postgresql") else None
         cpu = worker_usage(self.process)
         result = run_wrk(self.port, script, seconds, connections, work)
         per = self.titles[endpoint] or 1
         result["dps"] = result["rps"] * per
-        result["cpu_us"] = (worker_usage(self.process) - cpu) / (result["dps"] * seconds) * 1e6
+        decisions = result["dps"] * seconds / 1e6
+        result["cpu_us"] = (worker_usage(self.process) - cpu) / decisions
+        if server is not None and (after := postgres_usage()) is not None:
+            result["db_us"] = (after - server) / decisions
+            result["all_us"] = result["cpu_us"] + result["db_us"]
         return result
 
 
@@ -657,8 +685,15 @@ def report(
         f"{args.seconds} s runs, median of {args.repeats} interleaved rounds, "
         f"{os.cpu_count()} cores"
     )
+    # PostgreSQL's own CPU per decision beside the workers' (SQLite's is the workers').
+    server_cpu = "db_us" in next(iter(results.values()))[0]
+
+    def db_cpu(runs: list[dict[str, float]]) -> str:
+        return f" {median([r['db_us'] for r in runs]):11.0f}" if server_cpu else ""
+
     print(
         f"  {'':16} {'req/s':>8} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/dec':>11}"
+        + (f" {'DB CPU µs':>11}" if server_cpu else "")
     )
     for connections in args.connections:
         for server in ("keyart", "peer"):
@@ -670,7 +705,7 @@ def report(
                     f"  {label:16} {median([r['rps'] for r in runs]):8.0f} {dps}"
                     f" {median([r['p50'] for r in runs]):8.2f}"
                     f" {median([r['p99'] for r in runs]):8.2f}"
-                    f" {median([r['cpu_us'] for r in runs]):11.0f}"
+                    f" {median([r['cpu_us'] for r in runs]):11.0f}{db_cpu(runs)}"
                 )
     if extra:
         print(
@@ -680,7 +715,7 @@ def report(
     for label, result in extra:
         print(
             f"  {label:16} {result['rps']:8.0f} {result['dps']:12.0f} {result['p50']:8.2f}"
-            f" {result['p99']:8.2f} {result['cpu_us']:11.0f}"
+            f" {result['p99']:8.2f} {result['cpu_us']:11.0f}{db_cpu([result])}"
             f"   ÷ floor {result['dps'] / result['floor']:.2f}"
         )
 
@@ -708,7 +743,7 @@ def report(
             )
     print(
         f"\n  {'keyart ÷ peer':27} {'pages':>10} {'singles':>12} {'page p99':>10}"
-        f" {'single p99':>11}"
+        f" {'single p99':>11}" + (f" {'page CPU, with DB':>18}" if server_cpu else "")
     )
     for connections in args.connections:
         print(
@@ -716,6 +751,7 @@ def report(
             f" {versus(connections, 'single', 'rps'):12.2f}"
             f" {versus(connections, 'page', 'p99'):10.2f}"
             f" {versus(connections, 'single', 'p99'):11.2f}"
+            + (f" {versus(connections, 'page', 'all_us'):18.2f}" if server_cpu else "")
         )
     for server, (rss, logged) in memory.items():
         print(
