@@ -501,6 +501,7 @@ def test_a_connection_lost_while_idle_is_replaced_before_the_next_commit(
     name, log = _named_writer(postgres_server, "SELECT 1")
     admin = make_engine(postgres_server)
     first, second = _page(2, 1), _page(2, 2)
+    of_the_writer = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
     try:
         log.write(first)
         with admin.connect() as connection:
@@ -512,16 +513,23 @@ def test_a_connection_lost_while_idle_is_replaced_before_the_next_commit(
                 {"name": name},
             ).scalar_one()
             connection.commit()
-        assert killed == 1
+            assert killed == 1
+            # pg_terminate_backend only signals: lost while idle means the backend is gone
+            # (and has said so) before the next write, not still ending as it arrives.
+            deadline = time.monotonic() + 10
+            while connection.execute(of_the_writer, {"name": name}).scalar_one():
+                assert time.monotonic() < deadline, "the writer's backend did not end"
+                connection.commit()
+                time.sleep(0.01)
         log.write(second)  # raised DecisionLogError: the first commit after it used the dead one
+        with admin.connect() as connection:
+            ids = {d.event_id for d in first + second}
+            logged = connection.execute(
+                select(func.count()).select_from(Decision).where(Decision.event_id.in_(ids))
+            ).scalar_one()
     finally:
         log.stop(timeout=30)
-    with admin.connect() as connection:
-        ids = {d.event_id for d in first + second}
-        logged = connection.execute(
-            select(func.count()).select_from(Decision).where(Decision.event_id.in_(ids))
-        ).scalar_one()
-    admin.dispose()
+        admin.dispose()
     assert logged == 4
 
 
