@@ -439,10 +439,10 @@ class Server:
         result = run_wrk(self.port, script, seconds, connections, work)
         per = self.titles[endpoint] or 1
         result["dps"] = result["rps"] * per
-        decisions = result["dps"] * seconds / 1e6
-        result["cpu_us"] = (worker_usage(self.process) - cpu) / decisions
+        millions = result["dps"] * seconds / 1e6  # CPU seconds per million: µs a decision
+        result["cpu_us"] = (worker_usage(self.process) - cpu) / millions
         if server is not None and (after := postgres_usage()) is not None:
-            result["db_us"] = (after - server) / decisions
+            result["db_us"] = (after - server) / millions
             result["all_us"] = result["cpu_us"] + result["db_us"]
         return result
 

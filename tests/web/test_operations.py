@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.helpers import poster_bytes, upload
-from tests.live import LiveServer
+from tests.live import ROOT, LiveServer
 from web import logs
 
 
@@ -137,7 +137,7 @@ def test_a_server_process_hands_the_gil_on_within_half_a_millisecond(
         " given = sys.getswitchinterval(); create_app();"
         " print(before, given, sys.getswitchinterval())"
     )
-    env = {**os.environ, **cli_env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, **cli_env, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", script, cli_env["KEYART_VAR_DIR"], cli_env["KEYART_DATABASE_URL"]],
         env=env,
