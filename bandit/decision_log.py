@@ -184,11 +184,13 @@ class GroupCommitLog:
         # After this long without work the writer closes its connection and exits (the next
         # write starts it again); with `owns_engine` it also disposes of the engine's pool.
         self._idle = idle_seconds
-        # When the last commit was shared, the writer waits this long before taking the next
-        # batch, so more requests join it (PostgreSQL's commit_delay with commit_siblings):
-        # each commit's fixed cost, and each wake-up of the writer, is then shared by more.
+        # When the last commit was shared, the writer waits up to this long before taking the
+        # next batch, so more requests join it (PostgreSQL's commit_delay with
+        # commit_siblings): each commit's fixed cost, and each wake-up of the writer, is then
+        # shared by more. It stops waiting once as many wait as shared the last (`_take`).
         self._delay = delay_seconds
         self._last_batch = 0
+        self._gathering = 0  # while the writer waits out the delay: how many it waits for
         self._writer_idle = False
         self._owns_engine = owns_engine
         self._max_rows = max_rows
@@ -458,7 +460,9 @@ class GroupCommitLog:
         with self._condition:
             self._ensure_thread()
             self._pending.append(entry)
-            if self._writer_idle:  # while it gathers a batch, waking it would only cost
+            # While the writer gathers a batch, waking it for less than it waits for would
+            # only cost.
+            if self._writer_idle or 0 < self._gathering <= len(self._pending):
                 self._condition.notify()
         if not done.acquire(timeout=self._timeout):
             with self._condition:
@@ -519,9 +523,18 @@ class GroupCommitLog:
             if not self._pending:
                 return None
             if self._delay > 0 and self._last_batch > 1 and not self._stopping:
+                # Until the delay is up, or as many requests wait as shared the last commit:
+                # in a steady stream those are the same requests back again, and waiting on
+                # adds latency, not company.
                 deadline = time.monotonic() + self._delay
-                while (left := deadline - time.monotonic()) > 0 and not self._stopping:
+                self._gathering = self._last_batch
+                while (
+                    len(self._pending) < self._gathering
+                    and (left := deadline - time.monotonic()) > 0
+                    and not self._stopping
+                ):
                     self._condition.wait(left)
+                self._gathering = 0
             taken, rows = [], 0
             # Whole requests only: a request's decisions are committed together.
             while self._pending and (

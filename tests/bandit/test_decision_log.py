@@ -467,7 +467,7 @@ def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
     app: Flask, session: Session
 ) -> None:
     engine = runtime(app).engine
-    log = GroupCommitLog(engine, delay_seconds=1.0)
+    log = GroupCommitLog(engine, delay_seconds=60.0)
     log.write(_page(1, 1))  # alone: no wait before it, and it was not shared
     assert log.commits == 1
 
@@ -480,16 +480,18 @@ def test_after_a_shared_commit_the_writer_waits_for_more_to_join_the_next(
     assert log.commits == 3
 
     # ...so the writer lets the next one wait for company: a request arriving while it
-    # waits shares the commit rather than needing one of its own.
+    # waits shares the commit rather than needing one of its own. With as many waiting as
+    # shared the last commit, it stops waiting: both are answered long before the delay.
     second = [threading.Thread(target=log.write, args=(_page(1, seed),)) for seed in (4, 5)]
     second[0].start()
     _wait_for(lambda: log.queued == 1)
     second[1].start()
     for thread in second:
         thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in second)
+    assert log.commits == 4
     log.stop(timeout=30)
     assert not log.running
-    assert log.commits == 4
 
 
 @pytest.mark.postgres
