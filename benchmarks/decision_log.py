@@ -1,4 +1,5 @@
-"""The decision log's costs, outside the server:
+"""The decision log's costs, outside the server, through the log a serving process writes
+through (`web.make_decision_log`: its statements, catalog guard and commit delay):
 
     page       CPU per decision row of 40-row writes (a page's decisions) through
                `GroupCommitLog.write`, on SQLite, on the shipped schema and on a copy without
@@ -35,6 +36,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -48,13 +50,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bandit.config import DEFAULT_EXPLORATION, DEFAULT_VW_ARGS  # noqa: E402
-from bandit.decision_log import _COLUMNS, GroupCommitLog  # noqa: E402
+from bandit.decision_log import _COLUMNS, GroupCommitLog, _Entry  # noqa: E402
 from bandit.decisions import DecisionRecord, DecisionRequest, choose, logged_candidates  # noqa: E402
 from bandit.features import Candidate, context_text  # noqa: E402
 from bandit.policy import Policy  # noqa: E402
 from bandit.report import action_report, logged_outcomes  # noqa: E402
 from bandit.serving_mode import serving_mode  # noqa: E402
+from web import make_decision_log  # noqa: E402
+from web.config import load_settings  # noqa: E402
 from web.db import make_engine, scratch_database, upgrade  # noqa: E402
+from web.serving_catalog import CATALOG_VERSION  # noqa: E402
 
 TITLES = 40
 SEGMENTS = ["teen-scifi", "family", "crime-buffs", "romance", "documentary"]
@@ -118,15 +123,29 @@ SLOT_INDEX = "CREATE INDEX ix_decisions_slot ON decisions (slot)"
 DROP_SLOT_INDEX = "DROP INDEX ix_decisions_slot"
 
 
-def fresh_log(work: Path, name: str, *, slot_index: bool = True) -> GroupCommitLog:
+def fresh_log(work: Path, name: str, *, slot_index: bool = True) -> tuple[GroupCommitLog, int]:
+    """The log a serving process writes through (`web.make_decision_log`: its statements,
+    catalog guard and commit delay) on a new database, and the catalog version to write with."""
     url = f"sqlite:///{work / name}.db"
     engine = make_engine(url)
     upgrade(engine)
     if not slot_index:
         with engine.begin() as connection:
             connection.execute(text(DROP_SLOT_INDEX))
+    with engine.connect() as connection:
+        version = connection.execute(text(CATALOG_VERSION)).scalar_one()
     engine.dispose()
-    return GroupCommitLog(make_engine(url))
+    env = {
+        "KEYART_DATABASE_URL": url,
+        "KEYART_VAR_DIR": str(work),
+        "KEYART_SECRET_KEY": "benchmark-secret-key-0123456789",
+    }
+    return make_decision_log(load_settings(env)), version
+
+
+def entry(rows: list[tuple[object, ...]], expect: object = None) -> _Entry:
+    """Rows as the writer thread takes them from a `write`."""
+    return _Entry(rows, threading.Lock(), expect)
 
 
 def cpu_per_row(
@@ -140,13 +159,13 @@ def cpu_per_row(
     return (time.process_time() - start) / rows * 1e6
 
 
-def direct_writer(log: GroupCommitLog) -> Callable[[list[DecisionRecord]], None]:
+def direct_writer(log: GroupCommitLog, version: int) -> Callable[[list[DecisionRecord]], None]:
     """The commit `GroupCommitLog`'s writer thread makes, made by the calling thread: the same
     connection set-up, statement and commit, without the hand-off to the writer and back."""
     connection = log._connect()
 
     def write(records: list[DecisionRecord]) -> None:
-        log._insert(connection, [log._encode(record) for record in records], {})
+        log._insert(connection, [entry([log._encode(r) for r in records], version)], {})
         log._checkpoint(connection)
 
     return write
@@ -174,18 +193,23 @@ def writes(source: Pages, pages: int, rounds: int) -> None:
                 "single, via the writer thread": fresh_log(work, f"handoff-{round_}"),
                 "single, in the calling thread": fresh_log(work, f"direct-{round_}"),
             }
-            for label, log in logs.items():
+            for label, (log, version) in logs.items():
                 single = label.startswith("single")
                 count = pages * (TITLES // 4 if single else 1)
                 batches = [source.page(1 if single else TITLES) for _ in range(count)]
                 # Candidate sets are written once per log: store them before the measured run.
-                log.write(source.page(TITLES))
-                write = log.write
+                log.write(source.page(TITLES), expect=version)
+
+                def write(
+                    records: list[DecisionRecord], log: GroupCommitLog = log, version: int = version
+                ) -> None:
+                    log.write(records, expect=version)
+
                 if label.endswith("calling thread"):
                     # The writer thread closes the lock file when it stops: stopped first,
                     # so that it cannot close it under the calling thread's commits.
                     log.stop(timeout=10)
-                    write = direct_writer(log)
+                    write = direct_writer(log, version)
                 results.setdefault(label, []).append(cpu_per_row(batches, write))
                 log.stop(timeout=10)
             print(f"  writes: round {round_ + 1} of {rounds} done", flush=True)
@@ -228,7 +252,7 @@ def build_log(source: Pages, url: str, decisions: int, titles: int) -> Engine:
             rows.append(tuple(row))
             if draw.random() < 0.05:
                 clicks.append({"event_id": row[event], "type": "click", "late": False})
-        log._insert(connection, rows, {})
+        log._insert(connection, [entry(rows)], {})
     connection.close()
     with engine.begin() as db:
         db.execute(
