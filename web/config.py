@@ -114,11 +114,10 @@ class Settings:
     # Decisions one group commit may carry; requests beyond it wait for the next commit.
     decision_commit_max: int = 2000
     # Seconds the decision log's writer lets more requests join a commit when the last one
-    # was shared (under load: more decisions per commit, at most this much more latency).
-    # None: by database, 2 ms on PostgreSQL, where each commit waits for a WAL flush, and 0
-    # on SQLite, where a commit is a write to the OS's cache and the wait cost single-title
-    # requests more than sharing saved (README, "Performance: serving cost").
-    decision_commit_delay: float | None = None
+    # was shared (under load: more decisions per commit, at most this much more latency; it
+    # stops waiting once as many wait as shared the last). The same on both databases: on
+    # SQLite too, 2 ms served more single titles than none (benchmarks/README.md).
+    decision_commit_delay: float = 0.002
     # Seconds a decision request waits for the catalog and the log before it is answered
     # from the process's last catalog snapshot instead (`"mode": "fallback"`, not logged).
     decision_timeout: float = 0.5
@@ -181,7 +180,7 @@ class Settings:
             raise ConfigError("KEYART_REWARD_SETTLE must be from 0 to 3600 seconds")
         if self.decision_commit_max < 1:
             raise ConfigError("KEYART_DECISION_COMMIT_MAX must be at least 1")
-        if self.decision_commit_delay is not None and not (0 <= self.decision_commit_delay <= 1):
+        if not (0 <= self.decision_commit_delay <= 1):
             raise ConfigError("KEYART_DECISION_COMMIT_DELAY must be from 0 to 1 second")
         # Under 10 ms a busy but healthy database would be taken for an outage.
         if not (0.01 <= self.decision_timeout <= 60):
@@ -215,9 +214,6 @@ class Settings:
         _check_directory("KEYART_VAR_DIR", self.var_dir)
         _check_directory("KEYART_MEDIA_DIR", self.media_dir)
         _check_database_url(self.database_url)
-        if self.decision_commit_delay is None:
-            delay = 0.002 if self.on_postgresql else 0.0
-            object.__setattr__(self, "decision_commit_delay", delay)
         if self.media_url:
             try:
                 S3Location.parse(self.media_url)
@@ -571,9 +567,7 @@ def _decision_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "apprentice_examples": _integer(env, "KEYART_APPRENTICE_EXAMPLES", 200),
         "sticky_period_seconds": _number(env, "KEYART_STICKY_PERIOD", 7 * 24 * 3600.0),
         "decision_commit_max": _integer(env, "KEYART_DECISION_COMMIT_MAX", 2000),
-        "decision_commit_delay": _number(env, "KEYART_DECISION_COMMIT_DELAY", 0.0)
-        if env.get("KEYART_DECISION_COMMIT_DELAY")
-        else None,
+        "decision_commit_delay": _number(env, "KEYART_DECISION_COMMIT_DELAY", 0.002),
         "decision_timeout": _number(env, "KEYART_DECISION_TIMEOUT", 0.5),
         "reward_settle": _number(env, "KEYART_REWARD_SETTLE", 5.0),
     }
