@@ -3,7 +3,8 @@ through (`web.make_decision_log`: its statements, catalog guard and commit delay
 
     page       CPU per decision row of 40-row writes (a page's decisions) through
                `GroupCommitLog.write`, on SQLite, on the shipped schema and on a copy without
-               the per-title index `ix_decisions_slot`
+               the per-title index `ix_decisions_slot`; and the same commits made by the
+               calling thread with the writer's own steps: the database's part alone
     single     CPU per row of one-row writes through `GroupCommitLog.write` (handed to the
                writer thread, which commits and wakes the caller), and the same commits
                made by the calling thread itself with the writer's own steps (`_connect`,
@@ -190,6 +191,7 @@ def writes(source: Pages, pages: int, rounds: int) -> None:
             logs = {
                 "page, shipped schema": fresh_log(work, f"shipped-{round_}"),
                 "page, no per-title index": fresh_log(work, f"no-slot-{round_}", slot_index=False),
+                "page, in the calling thread": fresh_log(work, f"page-direct-{round_}"),
                 "single, via the writer thread": fresh_log(work, f"handoff-{round_}"),
                 "single, in the calling thread": fresh_log(work, f"direct-{round_}"),
             }
@@ -223,7 +225,9 @@ def writes(source: Pages, pages: int, rounds: int) -> None:
     handoff = median_ratio(
         results, "single, via the writer thread", "single, in the calling thread"
     )
+    page_handoff = median_ratio(results, "page, shipped schema", "page, in the calling thread")
     print(f"  {'page without ÷ with the per-title index':46} {without:5.2f}")
+    print(f"  {'page via the writer ÷ in the calling thread':46} {page_handoff:5.2f}")
     print(f"  {'single via the writer ÷ in the calling thread':46} {handoff:5.2f}")
 
 
