@@ -238,6 +238,23 @@ def test_an_idle_writer_lets_go_of_its_connection_and_comes_back(
     assert session.scalar(select(func.count()).select_from(Decision)) == 4
 
 
+def test_an_idle_writer_wakes_for_the_next_write_at_once(app: Flask, session: Session) -> None:
+    # The writer sleeps up to `idle_seconds` waiting for work; a write must wake it, however
+    # the two meet (before it sleeps or while it does), or the page waits out the sleep.
+    log = GroupCommitLog(runtime(app).engine, idle_seconds=120)
+    for seed in range(1, 6):
+        later = threading.Thread(target=log.write, args=(_page(2, seed),))
+        later.start()
+        later.join(timeout=30)
+        assert not later.is_alive(), f"write {seed} waited for the idle writer"
+        if seed % 2:
+            time.sleep(0.05)  # asleep by now, rather than still answering the last
+    assert log.commits == 5
+    log.stop(timeout=30)
+    assert not log.running
+    assert session.scalar(select(func.count()).select_from(Decision)) == 10
+
+
 def test_candidates_are_stored_once_per_set_whoever_writes_them(
     app: Flask, session: Session
 ) -> None:
