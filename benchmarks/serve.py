@@ -20,9 +20,10 @@ the workers' cores. Then each server gets page load until its workers have serve
 decisions each, and the largest worker's resident memory is printed.
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
-self and inclusive share of samples). `--breakdown` adds runs, for one title and for a
-page, against routes only this benchmark's keyart app has (none is something keyart
-serves), each beside a floor run of its own at the lowest concurrency:
+self and inclusive share of samples); `--perf DIR`, Linux perf's (CPU samples of every
+thread, native code and the kernel included, by library and by function). `--breakdown`
+adds runs, for one title and for a page, against routes only this benchmark's keyart app
+has (none is something keyart serves), each beside a floor run of its own at the lowest concurrency:
 
     validate    POST /bench/validate     the decision request parsed and validated, no more
     unlogged    POST /bench/unlogged     the decisions made and answered, not logged
@@ -56,6 +57,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, select, text
@@ -451,14 +453,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
-    """A py-spy sampling profile of one worker under page load at the lowest concurrency
-    (the thread holding the GIL, 250 times a second), summarised by function (self and
-    inclusive share of samples), written to `out`."""
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
-        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    raw = work / f"profile-{server.name}.txt"
+def under_page_load(
+    server: Server, args: argparse.Namespace, work: Path, sample: Callable[[int, int], None]
+) -> None:
+    """Run `sample(pid, seconds)` on one worker of `server` while wrk keeps it under page
+    load at the lowest concurrency."""
     seconds = max(args.seconds, 10)
     pid = workers_of(server.process)[0]
     load = subprocess.Popen(
@@ -477,32 +476,83 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
         stdout=subprocess.DEVNULL,
     )
     time.sleep(2)
-    subprocess.run(
-        [
-            spy,
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            "250",
-            "--format",
-            "raw",
-            "--output",
-            str(raw),
-            # Only the thread holding the GIL: where the worker's Python time goes (threads
-            # waiting for a lock, a socket or the GIL are not counted).
-            "--gil",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    load.wait()
+    try:
+        sample(pid, seconds)
+    finally:
+        load.wait()
+
+
+def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
+    """A py-spy sampling profile of one worker under page load at the lowest concurrency
+    (the thread holding the GIL, 250 times a second), summarised by function (self and
+    inclusive share of samples), written to `out`."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw = work / f"profile-{server.name}.txt"
+
+    def sample(pid: int, seconds: int) -> None:
+        subprocess.run(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                # Only the thread holding the GIL: where the worker's Python time goes
+                # (threads waiting for a lock, a socket or the GIL are not counted).
+                "--gil",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    under_page_load(server, args, work, sample)
     summary = summarise_profile(raw.read_text())
     out.write_text(summary)
     shutil.copy(raw, out.with_suffix(".raw"))
     print(f"\nprofile of a {server.name} worker under page load ({out}):\n{summary}")
+
+
+def perf_profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
+    """Linux perf's CPU samples of one worker under page load (every thread, on the CPU
+    only, native frames and the kernel included: what py-spy's Python stacks leave out),
+    summarised by library and by function, written to `out`."""
+    data = work / f"perf-{server.name}.data"
+
+    def sample(pid: int, seconds: int) -> None:
+        subprocess.run(
+            # 999 a second, off the beat of the kernel's timer; every thread of the worker.
+            [
+                *("perf", "record", "-F", "999", "-p", str(pid), "-o", str(data)),
+                *("--", "sleep", str(seconds)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    under_page_load(server, args, work, sample)
+    parts = []
+    for sort, top in (("dso", 12), ("dso,sym", 30)):
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        lines = report.splitlines()
+        rows = [line.rstrip() for line in lines if line.strip() and not line.startswith("#")]
+        parts.append(f"share of the worker's CPU samples, by {sort}:\n" + "\n".join(rows[:top]))
+    summary = "\n\n".join(parts) + "\n"
+    out.write_text(summary)
+    print(f"\nperf profile of a {server.name} worker under page load ({out}):\n{summary}")
 
 
 def summarise_profile(raw: str, top: int = 30) -> str:
@@ -639,6 +689,8 @@ def bench_database(
             memory[server.name] = (worker_rss_mb(server.process), logged)
         if args.profile:
             profile(servers[0], args, var, args.profile / f"profile-{name.split()[0].lower()}.txt")
+        if args.perf:
+            perf_profile(servers[0], args, var, args.perf / f"perf-{name.split()[0].lower()}.txt")
         fallbacks = fallback_answers(servers[0].port)
     finally:
         for server in servers:
@@ -789,11 +841,22 @@ def main() -> None:
         metavar="DIR",
         help="write a py-spy profile summary of a keyart worker under page load to DIR",
     )
+    parser.add_argument(
+        "--perf",
+        type=Path,
+        metavar="DIR",
+        help="write a Linux perf summary (CPU by library and function) of a keyart worker"
+        " under page load to DIR",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
+    if args.perf:
+        if shutil.which("perf") is None:
+            raise SystemExit("--perf needs Linux perf: apt-get install linux-perf")
+        args.perf.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="keyart-bench-") as tmp:
         work = Path(tmp)
