@@ -190,7 +190,7 @@ class GroupCommitLog:
         # shared by more. It stops waiting once as many wait as shared the last (`_take`).
         self._delay = delay_seconds
         self._last_batch = 0
-        self._gathering = 0  # while the writer waits out the delay: how many it waits for
+        self._gathering = False  # the writer is waiting out the delay (`_take`)
         self._writer_idle = False
         self._owns_engine = owns_engine
         self._max_rows = max_rows
@@ -462,7 +462,7 @@ class GroupCommitLog:
             self._pending.append(entry)
             # While the writer gathers a batch, waking it for less than it waits for would
             # only cost.
-            if self._writer_idle or 0 < self._gathering <= len(self._pending):
+            if self._writer_idle or (self._gathering and len(self._pending) >= self._last_batch):
                 self._condition.notify()
         if not done.acquire(timeout=self._timeout):
             with self._condition:
@@ -527,14 +527,14 @@ class GroupCommitLog:
                 # in a steady stream those are the same requests back again, and waiting on
                 # adds latency, not company.
                 deadline = time.monotonic() + self._delay
-                self._gathering = self._last_batch
+                self._gathering = True
                 while (
-                    len(self._pending) < self._gathering
+                    len(self._pending) < self._last_batch
                     and (left := deadline - time.monotonic()) > 0
                     and not self._stopping
                 ):
                     self._condition.wait(left)
-                self._gathering = 0
+                self._gathering = False
             taken, rows = [], 0
             # Whole requests only: a request's decisions are committed together.
             while self._pending and (
