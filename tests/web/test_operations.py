@@ -124,6 +124,20 @@ def test_gunicorn_access_log_is_json_with_the_request_id(
         assert all(text.startswith("{") for text in log_path.read_text().splitlines() if text)
 
 
+def _printed_by(script: str, cli_env: dict[str, str]) -> list[str]:
+    """What `script` prints, run as `python -c` in a process of its own (with the test's
+    var dir and database URL as its arguments): what it changes is the whole process's."""
+    env = {**os.environ, **cli_env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", script, cli_env["KEYART_VAR_DIR"], cli_env["KEYART_DATABASE_URL"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+
+
 def test_a_server_process_hands_the_gil_on_within_half_a_millisecond(
     cli_env: dict[str, str],
 ) -> None:
@@ -137,16 +151,26 @@ def test_a_server_process_hands_the_gil_on_within_half_a_millisecond(
         " given = sys.getswitchinterval(); create_app();"
         " print(before, given, sys.getswitchinterval())"
     )
-    env = {**os.environ, **cli_env, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", script, cli_env["KEYART_VAR_DIR"], cli_env["KEYART_DATABASE_URL"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.split()
+    out = _printed_by(script, cli_env)
     assert [float(value) for value in out] == [0.005, 0.005, 0.0005]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_a_server_process_runs_its_threads_as_batch_threads(cli_env: dict[str, str]) -> None:
+    # Threads started after the app is built (gunicorn's request pool, the log's writer)
+    # inherit it; an app built from given settings leaves the process's scheduling alone.
+    script = (
+        "import os, sys, threading; from pathlib import Path; from web import create_app;"
+        " from web.config import Settings; seen = [os.sched_getscheduler(0)];"
+        " create_app(Settings(var_dir=Path(sys.argv[1]), database_url=sys.argv[2]));"
+        " seen.append(os.sched_getscheduler(0)); create_app();"
+        " seen.append(os.sched_getscheduler(0));"
+        " thread = threading.Thread(target=lambda: seen.append(os.sched_getscheduler(0)));"
+        " thread.start(); thread.join(); print(*seen)"
+    )
+    out = _printed_by(script, cli_env)
+    normal, batch = os.SCHED_OTHER, os.SCHED_BATCH
+    assert [int(value) for value in out] == [normal, normal, batch, batch]
 
 
 def test_the_served_policy_version_and_age_are_reported(
