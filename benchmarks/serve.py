@@ -21,7 +21,8 @@ decisions each, and the largest worker's resident memory is printed.
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
 self and inclusive share of samples); `--perf DIR`, Linux perf's (CPU samples of every
-thread, native code and the kernel included, by library and by function). `--breakdown`
+thread of the workers, native code and the kernel included: µs a decision by library, and
+the top functions; with `--breakdown`, for the handed-off and unlogged pages too). `--breakdown`
 adds runs, for one title and for a page, against routes only this benchmark's keyart app
 has (none is something keyart serves), each beside a floor run of its own at the lowest concurrency:
 
@@ -38,7 +39,7 @@ decision, what the database's writes cost.
     python benchmarks/serve.py [--seconds 5] [--repeats 3] [--connections 8,32]
                                [--workers 2] [--threads 8] [--only sqlite|postgres]
                                [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                               [--profile DIR] [--breakdown]
+                               [--profile DIR] [--perf DIR] [--breakdown]
 """
 
 from __future__ import annotations
@@ -522,37 +523,77 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
 
 
 def perf_profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
-    """Linux perf's CPU samples of one worker under page load (every thread, on the CPU
-    only, native frames and the kernel included: what py-spy's Python stacks leave out),
-    summarised by library and by function, written to `out`."""
-    data = work / f"perf-{server.name}.data"
-
-    def sample(pid: int, seconds: int) -> None:
-        subprocess.run(
-            # 999 a second, off the beat of the kernel's timer; every thread of the worker.
+    """Linux perf's CPU samples of the workers (every thread, on the CPU only, native frames
+    and the kernel included: what py-spy's Python stacks leave out) under page load at the
+    lowest concurrency, written to `out`: each library's share turned into µs a decision
+    (its share of the samples times the workers' CPU a decision over the same seconds), and
+    the top functions by share. With `--breakdown`, the same for the handed-off and the
+    unlogged page, side by side: what the log adds, library by library."""
+    labels = ["page"] + (["handed-off page", "unlogged page"] if args.breakdown else [])
+    seconds, connections = max(args.seconds, 10), min(args.connections)
+    by_dso: dict[str, dict[str, float]] = {}
+    totals: dict[str, float] = {}
+    top = ""
+    for label in labels:
+        script = server.scripts[label]
+        run_wrk(server.port, script, WARMUP_SECONDS, connections, work)
+        data = work / f"perf-{server.name}.data"
+        cpu = worker_usage(server.process)
+        # 999 a second, off the beat of the kernel's timer; every thread of every worker,
+        # for as long as the measured wrk run.
+        pids = ",".join(str(pid) for pid in workers_of(server.process))
+        recorder = subprocess.Popen(
             [
-                *("perf", "record", "-F", "999", "-p", str(pid), "-o", str(data)),
+                *("perf", "record", "-F", "999", "-p", pids, "-o", str(data)),
                 *("--", "sleep", str(seconds)),
             ],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-
-    under_page_load(server, args, work, sample)
-    parts = []
-    for sort, top in (("dso", 12), ("dso,sym", 30)):
-        report = subprocess.run(
-            ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        lines = report.splitlines()
-        rows = [line.rstrip() for line in lines if line.strip() and not line.startswith("#")]
-        parts.append(f"share of the worker's CPU samples, by {sort}:\n" + "\n".join(rows[:top]))
-    summary = "\n\n".join(parts) + "\n"
+        result = run_wrk(server.port, script, seconds, connections, work)
+        if recorder.wait() != 0:
+            raise SystemExit(f"perf record failed (exit {recorder.returncode})")
+        decisions = result["rps"] * seconds * server.titles[label]
+        totals[label] = (worker_usage(server.process) - cpu) / decisions * 1e6
+        for dso, share in _perf_shares(data, "dso").items():
+            by_dso.setdefault(dso, {})[label] = share * totals[label]
+        if label == "page":
+            rows = list(_perf_shares(data, "dso,sym").items())[:30]
+            top = "\n".join(f"  {100 * share:5.1f}%  {name}" for name, share in rows)
+    width = max(len(label) for label in labels) + 2
+    lines = [
+        f"the workers' CPU a decision (µs) under {connections} connections, by library:",
+        f"{'':34}" + "".join(f"{label:>{width}}" for label in labels),
+        f"{'all':34}" + "".join(f"{totals[label]:>{width}.1f}" for label in labels),
+    ]
+    ranked = sorted(by_dso.items(), key=lambda item: -item[1].get("page", 0.0))
+    for dso, costs in ranked[:10]:
+        lines.append(
+            f"{dso[:34]:34}" + "".join(f"{costs.get(label, 0.0):>{width}.1f}" for label in labels)
+        )
+    lines += ["", "share of the workers' CPU samples, by function (page):", top]
+    summary = "\n".join(lines) + "\n"
     out.write_text(summary)
-    print(f"\nperf profile of a {server.name} worker under page load ({out}):\n{summary}")
+    print(f"\nperf profile of the {server.name} workers ({out}):\n{summary}")
+
+
+def _perf_shares(data: Path, sort: str) -> dict[str, float]:
+    """`perf report`'s rows for `sort` (by library, or library and function), each as its
+    share of the samples, largest first."""
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio", "-n"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    counts: dict[str, int] = {}
+    for line in report.splitlines():
+        row = re.match(r"\s*[\d.]+%\s+(\d+)\s+(.+?)\s*$", line)
+        if row and not line.startswith("#"):
+            name = re.sub(r"\s+", " ", row.group(2))
+            counts[name] = counts.get(name, 0) + int(row.group(1))
+    total = sum(counts.values()) or 1
+    return {name: count / total for name, count in sorted(counts.items(), key=lambda i: -i[1])}
 
 
 def summarise_profile(raw: str, top: int = 30) -> str:
@@ -845,8 +886,9 @@ def main() -> None:
         "--perf",
         type=Path,
         metavar="DIR",
-        help="write a Linux perf summary (CPU by library and function) of a keyart worker"
-        " under page load to DIR",
+        help="write a Linux perf summary (CPU a decision by library, top functions) of the"
+        " keyart workers under page load to DIR (with --breakdown: handed-off and unlogged"
+        " pages too)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
