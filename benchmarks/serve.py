@@ -22,9 +22,10 @@ decisions each, and the largest worker's resident memory is printed.
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
 self and inclusive share of samples); `--perf DIR`, Linux perf's (CPU samples of every
 thread of the workers, native code and the kernel included: µs a decision by library, and
-the top functions; with `--breakdown`, for the handed-off and unlogged pages too). `--breakdown`
-adds runs, for one title and for a page, against routes only this benchmark's keyart app
-has (none is something keyart serves), each beside a floor run of its own at the lowest concurrency:
+the top functions; with `--breakdown`, for the handed-off and unlogged pages too).
+`--breakdown` adds runs, for one title and for a page, against routes only this benchmark's
+keyart app has (none is something keyart serves), each beside a floor run of its own at the
+lowest concurrency:
 
     validate    POST /bench/validate     the decision request parsed and validated, no more
     unlogged    POST /bench/unlogged     the decisions made and answered, not logged
@@ -58,7 +59,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, select, text
@@ -455,11 +455,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def under_page_load(
-    server: Server, args: argparse.Namespace, work: Path, sample: Callable[[int, int], None]
-) -> None:
-    """Run `sample(pid, seconds)` on one worker of `server` while wrk keeps it under page
-    load at the lowest concurrency."""
+def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
+    """A py-spy sampling profile of one worker under page load at the lowest concurrency
+    (the thread holding the GIL, 250 times a second), summarised by function (self and
+    inclusive share of samples), written to `out`."""
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw = work / f"profile-{server.name}.txt"
     seconds = max(args.seconds, 10)
     pid = workers_of(server.process)[0]
     load = subprocess.Popen(
@@ -479,21 +482,6 @@ def under_page_load(
     )
     time.sleep(2)
     try:
-        sample(pid, seconds)
-    finally:
-        load.wait()
-
-
-def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> None:
-    """A py-spy sampling profile of one worker under page load at the lowest concurrency
-    (the thread holding the GIL, 250 times a second), summarised by function (self and
-    inclusive share of samples), written to `out`."""
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
-        raise SystemExit("--profile needs py-spy: pip install 'py-spy>=0.4,<0.5'")
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    raw = work / f"profile-{server.name}.txt"
-
-    def sample(pid: int, seconds: int) -> None:
         subprocess.run(
             [
                 spy,
@@ -515,8 +503,8 @@ def profile(server: Server, args: argparse.Namespace, work: Path, out: Path) -> 
             check=True,
             capture_output=True,
         )
-
-    under_page_load(server, args, work, sample)
+    finally:
+        load.wait()
     summary = summarise_profile(raw.read_text())
     out.write_text(summary)
     shutil.copy(raw, out.with_suffix(".raw"))
