@@ -17,7 +17,9 @@ work, runs minutes apart are not comparable. Each ratio is taken within a round,
 median over the rounds printed. CPU per decision is the gunicorn workers' (user + system,
 from /proc) and, on PostgreSQL, the database server's beside it: on this machine it shares
 the workers' cores. Then each server gets page load until its workers have served 100,000
-decisions each, and the largest worker's resident memory is printed.
+decisions each, and the largest worker's resident memory is printed, and each server's
+garbage collections over all its runs (counted and timed in every worker by
+benchmarks/gc_probe.py, a gunicorn configuration).
 
 `--profile DIR` writes a py-spy summary of a keyart worker under page load (by function,
 self and inclusive share of samples); `--perf DIR`, Linux perf's (CPU samples of every
@@ -65,6 +67,8 @@ from sqlalchemy import create_engine, insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import gc_probe  # noqa: E402  (benchmarks/, beside this script)
 
 from artwork import catalog  # noqa: E402
 from artwork.demo import poster  # noqa: E402
@@ -207,10 +211,12 @@ def breakdown_app():  # type: ignore[no-untyped-def]
 
 
 def start_server(  # type: ignore[no-untyped-def]
-    env: dict[str, str], port: int, workers: int, threads: int, app: str
+    env: dict[str, str], port: int, workers: int, threads: int, app: str, gc_dir: Path
 ):
     """`app` under gunicorn, as `keyart serve` runs keyart: gthread workers, a listening
-    socket per worker (one shared socket let one worker take most of wrk's connections)."""
+    socket per worker (one shared socket let one worker take most of wrk's connections).
+    Each worker's garbage collections are timed into `gc_dir` (benchmarks/gc_probe.py)."""
+    gc_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -227,12 +233,14 @@ def start_server(  # type: ignore[no-untyped-def]
             "--reuse-port",
             "--log-level",
             "warning",
+            "--config",
+            str(ROOT / "benchmarks" / "gc_probe.py"),
             "--pythonpath",
             f"{ROOT},{ROOT / 'benchmarks'}",
             app,
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GC_PROBE_DIR": str(gc_dir), **env},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -409,6 +417,7 @@ def count_rows(url: str, table: str) -> int:
 
 
 ENDPOINTS = (("floor", 0), ("single", 1), ("page", TITLES))
+NAMES = ("keyart", "peer")
 
 
 class Server:
@@ -675,11 +684,17 @@ def bench_database(
     """keyart and the peer side by side on one database: both servers up, their runs
     interleaved (floor, single, page for each, at every concurrency, repeated)."""
     servers: list[Server] = []
+    gc_dirs = {server: var / f"gc-{server}-{name.split()[0].lower()}" for server in NAMES}
     try:
         port = free_port()
         app = "serve:breakdown_app()" if args.breakdown else "web:create_app()"
         process = start_server(
-            keyart_env(urls["keyart"], var, media), port, args.workers, args.threads, app
+            keyart_env(urls["keyart"], var, media),
+            port,
+            args.workers,
+            args.threads,
+            app,
+            gc_dirs["keyart"],
         )
         servers.append(Server("keyart", process, port, urls["keyart"], "decisions"))
         port = free_port()
@@ -689,6 +704,7 @@ def bench_database(
             args.workers,
             args.threads,
             "peer:create_app()",
+            gc_dirs["peer"],
         )
         servers.append(Server("peer", process, port, urls["peer"], "peer_decisions"))
         results: dict[tuple[str, int, str], list[dict[str, float]]] = {}
@@ -726,6 +742,9 @@ def bench_database(
         for server in servers:
             stop_server(server.process)
     report(name, results, memory, extra, args)
+    for server, directory in gc_dirs.items():
+        # Written by each worker as it exits, so read once the servers are stopped.
+        print(f"  {server} workers' garbage collections, all runs: {gc_probe.summary(directory)}")
     # A fallback answer is not logged: were there any, decisions/s would count them too.
     print(f"  keyart fallback answers (not logged) in all runs: {fallbacks:.0f}")
 

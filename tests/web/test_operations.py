@@ -173,6 +173,25 @@ def test_a_server_process_runs_its_threads_as_batch_threads(cli_env: dict[str, s
     assert [int(value) for value in out] == [normal, normal, batch, batch]
 
 
+def test_a_server_process_keeps_what_it_starts_with_out_of_the_collectors_sight(
+    cli_env: dict[str, str],
+) -> None:
+    # Built from the environment, a serving process freezes what it has made by then (the
+    # modules, the app), so full collections do not walk it; built from given settings,
+    # the app leaves the interpreter's collector alone.
+    script = (
+        "import gc, sys; from pathlib import Path; from web import create_app;"
+        " from web.config import Settings;"
+        " create_app(Settings(var_dir=Path(sys.argv[1]), database_url=sys.argv[2]));"
+        " given = gc.get_freeze_count(); app = create_app();"
+        " print(given, gc.get_freeze_count(), any(o is app for o in gc.get_objects()))"
+    )
+    given, served, tracked = _printed_by(script, cli_env)
+    assert int(given) == 0
+    assert int(served) > 10_000
+    assert tracked == "False"  # frozen, the app is no longer among the collected
+
+
 def test_the_served_policy_version_and_age_are_reported(
     app: Flask, client: FlaskClient, editor_headers: dict[str, str], session
 ) -> None:  # type: ignore[no-untyped-def]
