@@ -25,7 +25,7 @@ from bandit.policy import Policy, apprentice, draw, with_floor
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecisionRequest:
     """Choose one of `candidates` for `slot`, for a viewer described by `context`.
 
@@ -34,6 +34,10 @@ class DecisionRequest:
     `event_id` is the caller's own id for the decision (Personalizer's `eventId`; else one
     is made). With `learn` false the decision is logged as mode `logging`, deferred and never
     activated, so the learner never learns it (Personalizer's LoggingOnly mode).
+
+    Not frozen, though nothing changes one (`dataclasses.replace` makes a new one): one is
+    made for every decision, and a frozen dataclass sets each of its 11 fields through
+    `object.__setattr__`, 2.2-2.4 µs a request against 0.4-0.5.
     """
 
     slot: str
