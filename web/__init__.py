@@ -76,7 +76,7 @@ def create_app(
     """Build the keyart app. `settings` defaults to the environment's; the database must
     already be migrated (`keyart db upgrade`)."""
     serving = settings is None
-    if settings is None:
+    if settings is None:  # not `serving`: type checkers narrow `settings` on this test
         settings = load_settings()
         # A server built from the environment (gunicorn's `web:create_app()` too) on
         # PostgreSQL must share its key with every other host.
@@ -202,10 +202,10 @@ def create_app(
     app.register_blueprint(studio.bp)
     if serving:
         # What exists now (modules, the app, its settings) lives as long as the process: out
-        # of the collector's sight, a full collection no longer walks its 120,000 objects.
+        # of the collector's sight, a full collection no longer walks its ~121,000 objects.
         # Every request in flight waits out a collection. Under page load a worker's full
-        # collections fell from 65-84 ms each to about 1 ms (benchmarks/serve.py's
-        # garbage-collection line), and in interleaved pairs a page's p99 at 8 connections
-        # fell by 3-4 ms (benchmarks/README.md).
+        # collections fell from 65-84 ms each to 1-2 ms (benchmarks/serve.py's
+        # garbage-collection line), and in alternating ad hoc rounds a page's p99 at 8
+        # connections fell by 3-4 ms (benchmarks/README.md).
         gc.freeze()
     return app
