@@ -51,10 +51,14 @@ def _process_in_child(
 class PipelineProcess:
     """A long-lived child process that runs `artwork.pipeline.process`."""
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, timeout: float = DEFAULT_TIMEOUT, cpus: frozenset[int] | None = None
+    ) -> None:
         if timeout <= 0:
             raise ValueError("the pipeline timeout must be positive")
         self.timeout = timeout
+        # The CPUs the child runs on (None: this process's), for a parent pinned to one.
+        self.cpus = cpus
         self._pool: ProcessPoolExecutor | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -63,7 +67,10 @@ class PipelineProcess:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=None if self.cpus is None else os.sched_setaffinity,
+                    initargs=() if self.cpus is None else (0, sorted(self.cpus)),
                 )
                 self._pid = os.getpid()
             return self._pool
@@ -113,14 +120,18 @@ _shared: PipelineProcess | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_pipeline_process(timeout: float = DEFAULT_TIMEOUT) -> PipelineProcess:
+def shared_pipeline_process(
+    timeout: float = DEFAULT_TIMEOUT, cpus: frozenset[int] | None = None
+) -> PipelineProcess:
     """This process's pipeline child, started on first use and shared by every app in it
-    (tests build many apps; each would otherwise start, and import torch in, its own)."""
+    (tests build many apps; each would otherwise start, and import torch in, its own).
+    `cpus` applies to a child started from then on."""
     global _shared
     with _shared_lock:
         if _shared is None:
             _shared = PipelineProcess(timeout)
         _shared.timeout = timeout
+        _shared.cpus = cpus
         return _shared
 
 

@@ -3,6 +3,7 @@ and the `keyart` command line."""
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
@@ -10,6 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, request
@@ -70,12 +72,66 @@ def _batch_scheduling() -> None:
         log.info("serving threads keep the default scheduling: %s", error)
 
 
+# A serving process's claim on its CPU: a lock held open for the process's life (`_one_cpu`).
+_cpu_claims: list[int] = []
+
+
+def _one_cpu(var_dir: Path) -> frozenset[int] | None:
+    """Run this process, every thread it has and will start, on one CPU of those it may
+    use, the first unclaimed by another serving process with this var dir (`var_dir/cpus/`:
+    a lock per CPU and round, released as the process ends, so a replacement takes its
+    place; more processes than CPUs share them round-robin). Returns the CPUs it could use
+    before, or None where it stays as it was (one CPU, no affinity calls, no lock).
+
+    A worker's threads hand work to each other all the time (gunicorn's pool, the log's
+    writer, the GIL itself), and the GIL lets only one of them run at a time anyway. Waking
+    a thread on another CPU cost the waker 10 µs in the lock release against 3 on its own
+    CPU, and the round trip 46 µs of CPU against 16, on these virtual machines
+    (benchmarks/wake.py). In three interleaved pairs of benchmarks/serve.py, single titles
+    rose from 0.38 to 0.43 × the floor at 32 connections on SQLite and from 0.31 to 0.42 on
+    PostgreSQL (higher in every pair); PostgreSQL's pages at 8 connections fell from 4.98 to
+    4.67 × (benchmarks/README.md)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = frozenset(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None
+    try:
+        claims = var_dir / "cpus"
+        claims.mkdir(parents=True, exist_ok=True)
+        for turn in range(64):
+            for cpu in sorted(allowed):
+                fd = os.open(claims / f"{cpu}.{turn}", os.O_CREAT | os.O_RDWR, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                _cpu_claims.append(fd)
+                _pin_threads(cpu)
+                return allowed
+    except OSError as error:
+        log.info("serving threads keep every CPU: %s", error)
+    return None
+
+
+def _pin_threads(cpu: int) -> None:
+    # Affinity is a thread's own: set it for each thread there is (new ones inherit it).
+    tasks = "/proc/self/task"
+    for thread in os.listdir(tasks) if os.path.isdir(tasks) else ["0"]:
+        try:
+            os.sched_setaffinity(int(thread), {cpu})
+        except ProcessLookupError:
+            continue  # it ended in the meantime
+
+
 def create_app(
     settings: Settings | None = None, test_config: Mapping[str, Any] | None = None
 ) -> Flask:
     """Build the keyart app. `settings` defaults to the environment's; the database must
     already be migrated (`keyart db upgrade`)."""
     serving = settings is None
+    unpinned: frozenset[int] | None = None
     if settings is None:  # not `serving`: type checkers narrow `settings` on this test
         settings = load_settings()
         # A server built from the environment (gunicorn's `web:create_app()` too) on
@@ -89,6 +145,7 @@ def create_app(
         # interleaved pairs, benchmarks/README.md); PostgreSQL's moved within the noise.
         sys.setswitchinterval(SWITCH_INTERVAL)
         _batch_scheduling()
+        unpinned = _one_cpu(settings.var_dir) if settings.pin_workers else None
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -132,7 +189,8 @@ def create_app(
         # Seeded from the OS in each process (gunicorn workers build their own app).
         rng=random.Random(),
         # Uploads decode and measure images in a child, so this process never loads torch.
-        pipeline=shared_pipeline_process(settings.pipeline_timeout)
+        # Uploads are processed on every CPU the process had before it was pinned.
+        pipeline=shared_pipeline_process(settings.pipeline_timeout, cpus=unpinned)
         if settings.isolate_pipeline
         else None,
         exploration=settings.exploration(),

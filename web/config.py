@@ -90,6 +90,8 @@ class Settings:
     # decoder crash or hang costs the child), given this many seconds before they are refused.
     isolate_pipeline: bool = True
     pipeline_timeout: float = 60.0
+    # Each serving process (a gunicorn worker) runs on one CPU of its own (`web._one_cpu`).
+    pin_workers: bool = True
     # How a decision's event worths combine: "sum" (clipped to 1) or "max".
     reward_aggregation: str = "sum"
     # Least probability any active variant is served with (see bandit.config). 1%: with five
@@ -491,6 +493,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         embedding_backbone=env.get("KEYART_EMBEDDING_BACKBONE") or "resnet18",
         isolate_pipeline=_flag(env, "KEYART_PIPELINE_ISOLATION", True),
         pipeline_timeout=_number(env, "KEYART_PIPELINE_TIMEOUT", 60.0),
+        pin_workers=_flag(env, "KEYART_PIN_WORKERS", True),
         **_decision_settings(env),
     )
 

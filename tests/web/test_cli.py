@@ -129,6 +129,7 @@ def assert_one_line_error(result, *words: str) -> None:  # type: ignore[no-untyp
         ("KEYART_DECISION_TIMEOUT", "inf"),
         ("KEYART_DECISION_TIMEOUT", "nan"),
         ("KEYART_PROBABILITY_FLOOR", "inf"),
+        ("KEYART_PIN_WORKERS", "sometimes"),
     ],
 )
 def test_bad_settings_stop_with_their_name(

@@ -173,6 +173,68 @@ def test_a_server_process_runs_its_threads_as_batch_threads(cli_env: dict[str, s
     assert [int(value) for value in out] == [normal, normal, batch, batch]
 
 
+# What a process prints of the CPUs it may run on, as "0,1".
+_SHOW_CPUS = "show = lambda cpus: ','.join(map(str, sorted(cpus)));"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_each_server_process_runs_on_a_cpu_of_its_own(cli_env: dict[str, str]) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    every = ",".join(map(str, cpus))
+    # A serving process that holds its CPU until its stdin closes, as a worker holds it for
+    # its life; built from given settings first, which leaves the process's CPUs alone.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from pathlib import Path; from web import create_app;"
+            " from web.config import Settings;" + _SHOW_CPUS + " seen = [];"
+            " create_app(Settings(var_dir=Path(sys.argv[1]), database_url=sys.argv[2]));"
+            " seen.append(show(os.sched_getaffinity(0))); create_app();"
+            " print(*seen, show(os.sched_getaffinity(0)), flush=True); sys.stdin.read()",
+            cli_env["KEYART_VAR_DIR"],
+            cli_env["KEYART_DATABASE_URL"],
+        ],
+        env={**os.environ, **cli_env, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        given, held = holder.stdout.readline().split()
+        # Another, while the first lives: the next CPU, for it and the threads it starts;
+        # its upload pipeline's child runs on every CPU the process had.
+        script = (
+            "import os, sys, threading; from web import create_app;"
+            " from artwork.pipeline import PipelineConfig; from artwork.renditions import Preset;"
+            " from tests.artwork import samples;" + _SHOW_CPUS + " app = create_app();"
+            " seen = [show(os.sched_getaffinity(0))];"
+            " thread = threading.Thread(target=lambda: seen.append(show(os.sched_getaffinity(0))));"
+            " thread.start(); thread.join(); pipeline = app.extensions['keyart'].pipeline;"
+            " pipeline(samples.encoded(samples.scene(seed=3), 'JPEG'),"
+            " PipelineConfig((Preset('boxart-200', 200, 300),)), None);"
+            " (child,) = pipeline._pool._processes; seen.append(show(os.sched_getaffinity(child)));"
+            " pipeline.close(); print(*seen)"
+        )
+        second = _printed_by(script, cli_env)
+        unpinned = _printed_by(script, {**cli_env, "KEYART_PIN_WORKERS": "0"})
+    finally:
+        holder.communicate("", timeout=60)
+    # Once the first has ended, its CPU is free again: the next process takes it.
+    script = "import os; from web import create_app;" + _SHOW_CPUS + " create_app();"
+    (third,) = _printed_by(script + " print(show(os.sched_getaffinity(0)))", cli_env)
+    assert given == every
+    if len(cpus) < 2:
+        assert [held, *second, third] == [every] * 5  # nothing to choose between
+        return
+    first, next_one = str(cpus[0]), str(cpus[1])
+    assert held == first
+    assert second == [next_one, next_one, every]
+    assert unpinned == [every, every, every]
+    assert third == first
+
+
 def test_a_server_process_keeps_what_it_starts_with_out_of_the_collectors_sight(
     cli_env: dict[str, str],
 ) -> None:
