@@ -104,9 +104,11 @@ def _one_cpu(var_dir: Path) -> frozenset[int] | None:
                 fd = os.open(claims / f"{cpu}.{turn}", os.O_CREAT | os.O_RDWR, 0o600)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                except OSError as error:
                     os.close(fd)
-                    continue
+                    if isinstance(error, BlockingIOError):
+                        continue  # another serving process holds this one
+                    raise  # a file system without locks: stay as we are
                 _cpu_claims.append(fd)
                 _pin_threads(cpu)
                 return allowed
