@@ -109,8 +109,12 @@ def _one_cpu(var_dir: Path) -> frozenset[int] | None:
                     if isinstance(error, BlockingIOError):
                         continue  # another serving process holds this one
                     raise  # a file system without locks: stay as we are
+                try:
+                    _pin_threads(cpu)
+                except OSError:
+                    os.close(fd)  # not pinned after all: leave the CPU to another
+                    raise
                 _cpu_claims.append(fd)
-                _pin_threads(cpu)
                 return allowed
     except OSError as error:
         log.info("serving threads keep every CPU: %s", error)
