@@ -104,11 +104,13 @@ def _row_encoder(dialect: Dialect) -> Callable[[Any], tuple[Any, ...]]:
     return encode
 
 
-# How often the writer checkpoints SQLite's WAL, and how large the WAL file may stay after.
-# Every writer waits while one runs, so a checkpoint's length is a page's tail latency: every
-# 50 ms rather than 250, a 40-title page's p99 at 8 connections fell by about a third
-# (README, "Performance: serving cost").
+# How often SQLite's WAL is copied back into the database while a writer runs
+# (`GroupCommitLog._checkpoints`): with `synchronous=NORMAL`, how much a power cut can lose.
 _CHECKPOINT_SECONDS = 0.05
+# How long the WAL may grow (in frames: pages of 4 KB) before a checkpoint also takes the
+# writers' lock to finish the copy, so that the next commit starts the WAL from the top; and
+# how large the WAL file may stay after.
+_RESTART_FRAMES = 4096
 _WAL_KEEP_BYTES = 64 * 1024 * 1024
 
 
@@ -223,7 +225,6 @@ class GroupCommitLog:
             else "INSERT INTO candidate_sets (id, candidates, created_at) VALUES (%s, %s, %s)"
             " ON CONFLICT (id) DO NOTHING"
         )
-        self._checkpointed = time.monotonic()
         if not self._sqlite and (dialect.name, dialect.driver) != ("postgresql", "psycopg"):
             raise ValueError(f"no decision log for {dialect.name}+{dialect.driver}")
         # PostgreSQL's INSERTs, unguarded and guarded (`_insert_postgres`): each column as
@@ -249,6 +250,9 @@ class GroupCommitLog:
         )
         self._lock_file: Any = None
         self._lock_pid = 0
+        # SQLite's checkpoints, in a thread of their own beside the writer (`_checkpoints`).
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoints_stop = threading.Event()
 
     def _statement_for(self, count: int, guarded: bool) -> str:
         statement = self._statements.get((count, guarded))
@@ -296,25 +300,67 @@ class GroupCommitLog:
             driver.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
         return connection
 
-    def _checkpoint(self, connection: PoolProxiedConnection, *, force: bool = False) -> None:
-        """Copy the WAL back into the database at most every `_CHECKPOINT_SECONDS`, after a
-        commit has been answered, holding the writers' lock: with no writer appending
-        meanwhile, the checkpoint gets to the end of the WAL and the next commit starts it
-        again from the top. Without the lock, writers outran it and the WAL grew to its 64 MB
-        limit, and 40-title pages served about a fifth fewer decisions. PASSIVE: it never
-        waits for readers. A failure is logged, not raised: the commits are safe, and the
-        next checkpoint catches up."""
-        if not self._sqlite:
-            return
-        now = time.monotonic()
-        if not force and now - self._checkpointed < _CHECKPOINT_SECONDS:
-            return
-        self._checkpointed = now
+    def _checkpoint(
+        self, connection: PoolProxiedConnection, lock: Any = None, *, restart: bool = False
+    ) -> None:
+        """Copy the WAL back into the database (and sync both), while writers go on
+        appending. Once the WAL holds `_RESTART_FRAMES` (or with `restart`), copy what they
+        appended meanwhile too, holding the writers' lock (`lock`: a file of the caller's
+        own, as flock does not keep apart two holders of one file), so that the next commit
+        starts the WAL from the top: writers outrun a checkpoint that never holds the lock,
+        and the WAL grows without end. All of every checkpoint under the lock (before), every
+        writer waited out each copy, 50 ms apart in each process, and under 40-title pages
+        the machine was idle an eighth of the time (`benchmarks/README.md`). PASSIVE: it
+        never waits for readers. A failure is logged, not raised: the commits are safe, and
+        the next checkpoint catches up."""
+        driver: Any = connection.driver_connection
         try:
-            with self._writer_lock():
-                connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+            _, frames, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if restart or frames >= _RESTART_FRAMES:
+                with self._writer_lock(lock):
+                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except Exception:
             log.exception("WAL checkpoint failed")
+
+    def _start_checkpoints(self) -> None:
+        if self._lock_path is None:
+            return  # not a SQLite file: no WAL to copy back
+        self._checkpoints_stop.set()  # a thread left from before, should there be one
+        stop = threading.Event()  # the thread's own: one stopped may still be finishing
+        self._checkpoints_stop = stop
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, args=(stop,), name="keyart-wal-checkpoints", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _stop_checkpoints(self) -> None:
+        """Stop the checkpoints' thread and wait for it to have closed its connection."""
+        thread, self._checkpointer = self._checkpointer, None
+        if thread is not None:
+            self._checkpoints_stop.set()
+            if thread is not threading.current_thread():
+                thread.join(self._timeout)
+
+    def _checkpoints(self, stop: threading.Event) -> None:
+        """SQLite: a checkpoint (`_checkpoint`) every `_CHECKPOINT_SECONDS` while the writer
+        runs, on a connection of its own and in a thread of its own, so that the writer
+        commits meanwhile (the SQLite library lets go of the GIL while it copies)."""
+        connection: PoolProxiedConnection | None = None
+        lock = None
+        try:
+            while not stop.wait(_CHECKPOINT_SECONDS):
+                if connection is None:
+                    connection = self._connect()
+                    lock = open(self._lock_path, "a") if self._lock_path else None  # noqa: SIM115 - kept open
+                self._checkpoint(connection, lock)
+        except Exception:
+            log.exception("the WAL's checkpoints stopped")
+        finally:
+            if connection is not None:
+                connection.invalidate()
+                connection.close()
+            if lock is not None:
+                lock.close()
 
     def _insert(
         self, connection: PoolProxiedConnection, taken: list[_Entry], sets: dict[str, str]
@@ -423,19 +469,21 @@ class GroupCommitLog:
         cursor.executemany(self._sets_statement, [(key, text, when) for key, text in sets.items()])
 
     @contextlib.contextmanager
-    def _writer_lock(self) -> Iterator[None]:
+    def _writer_lock(self, handle: Any = None) -> Iterator[None]:
         """SQLite has one writer at a time per database; each process's writer waits its turn
         on a file lock. Left to SQLite, a writer that finds the database busy sleeps and
-        retries (1, 2, 5, 10 ms...), and the sleeps, not the writes, set the pace."""
+        retries (1, 2, 5, 10 ms...), and the sleeps, not the writes, set the pace. `handle`:
+        the lock file opened by the caller (the checkpoints' thread), else the writer's."""
         if self._lock_path is None:
             yield
             return
         # Opened once per process and kept (opening it per commit was 4% of a worker's
         # time under page load); a forked child opens its own.
-        if self._lock_file is None or self._lock_pid != os.getpid():
-            self._lock_file = open(self._lock_path, "a")  # noqa: SIM115 - kept open
-            self._lock_pid = os.getpid()
-        handle = self._lock_file
+        if handle is None:
+            if self._lock_file is None or self._lock_pid != os.getpid():
+                self._lock_file = open(self._lock_path, "a")  # noqa: SIM115 - kept open
+                self._lock_pid = os.getpid()
+            handle = self._lock_file
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -501,7 +549,9 @@ class GroupCommitLog:
             self._stopping = True
             self._condition.notify()
             thread = self._thread
-        if timeout is not None and thread is not None and thread is not threading.current_thread():
+        if thread is None:
+            self._stop_checkpoints()  # started without a writer (`benchmarks/decision_log.py`)
+        elif timeout is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def _ensure_thread(self) -> None:
@@ -511,6 +561,7 @@ class GroupCommitLog:
         self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="keyart-decision-log", daemon=True)
         self._thread.start()
+        self._start_checkpoints()
 
     def _take(self) -> list[_Entry] | None:
         with self._condition:
@@ -553,12 +604,14 @@ class GroupCommitLog:
         while True:
             taken = self._take()
             if taken is None:
+                # Not under the condition: the checkpoints may wait for another process's
+                # writer, and writes arriving meanwhile must still be able to queue.
+                self._stop_checkpoints()
                 if connection is not None:
-                    # Not under the condition: the checkpoint may wait for another process's
-                    # writer, and writes arriving meanwhile must still be able to queue.
-                    self._checkpoint(connection, force=True)
+                    self._checkpoint(connection, restart=True)  # the last, as it goes idle
                 with self._condition:
                     if self._pending and not self._stopping:
+                        self._start_checkpoints()
                         continue  # a write came in meanwhile
                     if connection is not None:
                         # Not back to the pool: it has the writer's own timeout set.
@@ -633,7 +686,6 @@ class GroupCommitLog:
             if written:
                 self.commits += 1
             self._answer(taken, None)
-            self._checkpoint(connection)
 
     def _read_guard(self, connection: PoolProxiedConnection) -> Any:
         cursor: Any = connection.driver_connection.cursor()  # type: ignore[union-attr]

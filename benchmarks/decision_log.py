@@ -162,12 +162,14 @@ def cpu_per_row(
 
 def direct_writer(log: GroupCommitLog, version: int) -> Callable[[list[DecisionRecord]], None]:
     """The commit `GroupCommitLog`'s writer thread makes, made by the calling thread: the same
-    connection set-up, statement and commit, without the hand-off to the writer and back."""
+    connection set-up, statement and commit, without the hand-off to the writer and back,
+    and the WAL's checkpoints in their thread beside it, as beside the writer (stopped by
+    `log.stop`)."""
     connection = log._connect()
+    log._start_checkpoints()
 
     def write(records: list[DecisionRecord]) -> None:
         log._insert(connection, [entry([log._encode(r) for r in records], version)], {})
-        log._checkpoint(connection)
 
     return write
 

@@ -7,6 +7,7 @@ import fcntl
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from bandit import decision_log
 from bandit.decision_log import DecisionLogError, GroupCommitLog, StaleWrite
 from bandit.decisions import DecisionRecord, DecisionRequest, choose
 from bandit.features import Candidate
@@ -283,14 +285,21 @@ def test_candidates_are_stored_once_per_set_whoever_writes_them(
             assert decision.candidates == list(record.candidates)
 
 
-def test_checkpoints_take_the_writers_lock(tmp_path: Path) -> None:
-    """A checkpoint runs while no other process's writer is appending to the WAL, so it can
-    reach the WAL's end (and the next commit starts the WAL again from the top)."""
+def _running_sqlite_log(tmp_path: Path) -> tuple[Path, Engine, GroupCommitLog]:
+    """A log on a SQLite file, its writer running after a first page."""
     path = tmp_path / "keyart.db"
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     log = GroupCommitLog(engine)
     log.write(_page(2, 1))
+    return path, engine, log
+
+
+def test_checkpoints_take_the_writers_lock(tmp_path: Path) -> None:
+    """An idle writer's last checkpoint finishes while no other process's writer is appending
+    to the WAL, so it reaches the WAL's end (and the next commit starts the WAL again from
+    the top)."""
+    path, engine, log = _running_sqlite_log(tmp_path)
     with open(f"{path}-writer.lock", "a") as other_writer:
         fcntl.flock(other_writer, fcntl.LOCK_EX)
         log.stop(timeout=0.5)  # an idle writer checkpoints before it exits
@@ -300,6 +309,55 @@ def test_checkpoints_take_the_writers_lock(tmp_path: Path) -> None:
     with engine.connect() as connection:
         busy, frames, copied = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     assert busy == 0 and frames == copied
+    engine.dispose()
+
+
+def _append_marker(path: Path) -> bytes:
+    """Commit a row into the WAL as another process's writer would (a candidate set whose id
+    is new), without checkpointing it; its id, to look for in the database file."""
+    marker = uuid.uuid4().hex
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute(
+            "INSERT INTO candidate_sets (id, candidates, created_at) VALUES (?, '[]', ?)",
+            (marker, "2026-12-08 00:00:00.000000"),
+        )
+    finally:
+        connection.close()
+    return marker.encode()
+
+
+def _copied(path: Path, marker: bytes) -> bool:
+    """Whether the database file itself (not its WAL) holds `marker`: checkpointed."""
+    return marker in path.read_bytes()
+
+
+@pytest.mark.parametrize("restart_frames", [4096, 1])
+def test_checkpoints_copy_the_wal_while_other_writers_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart_frames: int
+) -> None:
+    """While a writer runs, a thread of its own copies the WAL back into the database every
+    50 ms without waiting for the writers' lock, held here as another process's writer
+    holds it; only once the WAL has grown to `_RESTART_FRAMES` does a checkpoint also wait
+    for the lock, to finish the copy so that the next commit starts the WAL from the top."""
+    monkeypatch.setattr(decision_log, "_RESTART_FRAMES", restart_frames)
+    path, engine, log = _running_sqlite_log(tmp_path)
+    with open(f"{path}-writer.lock", "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        first = _append_marker(path)
+        _wait_for(lambda: _copied(path, first), timeout=3)
+        second = _append_marker(path)
+        if restart_frames > 1:
+            _wait_for(lambda: _copied(path, second), timeout=3)
+        else:
+            time.sleep(0.3)  # six checkpoints' time
+            assert not _copied(path, second), "a checkpoint due to restart the WAL did not wait"
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+    _wait_for(lambda: _copied(path, second), timeout=3)
+    log.stop(timeout=30)
+    assert not log.running
+    assert "keyart-wal-checkpoints" not in [t.name for t in threading.enumerate()]
     engine.dispose()
 
 
