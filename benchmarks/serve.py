@@ -16,7 +16,9 @@ and page), so that the ratios compare runs seconds apart: on a machine shared wi
 work, runs minutes apart are not comparable. Each ratio is taken within a round, and the
 median over the rounds printed. CPU per decision is the gunicorn workers' (user + system,
 from /proc) and, on PostgreSQL, the database server's beside it: on this machine it shares
-the workers' cores. Then each server gets page load until its workers have served 100,000
+the workers' cores. Idle % is the machine's share of CPU time idle (or waiting on the disk)
+during the run: the cores that neither the workers, the database nor wrk could use, because
+every request was waiting. Then each server gets page load until its workers have served 100,000
 decisions each, and the largest worker's resident memory is printed, and each server's
 garbage collections over all its runs (counted and timed in every worker by
 benchmarks/gc_probe.py, a gunicorn configuration).
@@ -378,6 +380,14 @@ def worker_usage(server: subprocess.Popen) -> float:  # type: ignore[type-arg]
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """This machine's idle (and I/O wait) clock ticks so far, and all ticks, from /proc/stat:
+    a run in which every thread of the workers waits (on a commit, a lock, the disk) while
+    wrk waits on them leaves the cores idle, which its CPU per decision does not show."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
 def postgres_usage() -> float | None:
     """CPU seconds (user + system) so far of this machine's PostgreSQL server: every
     process named `postgres`, with what the postmaster's exited children used (a backend
@@ -449,7 +459,10 @@ class Server:
         run_wrk(self.port, script, WARMUP_SECONDS, connections, work)
         server = postgres_usage() if self.url.startswith("postgresql") else None
         cpu = worker_usage(self.process)
+        idle, ticks = machine_ticks()
         result = run_wrk(self.port, script, seconds, connections, work)
+        idle_after, ticks_after = machine_ticks()
+        result["idle"] = 100 * (idle_after - idle) / max(1, ticks_after - ticks)
         per = self.titles[endpoint] or 1
         result["dps"] = result["rps"] * per
         millions = result["dps"] * seconds / 1e6  # CPU seconds per million: µs a decision
@@ -795,6 +808,7 @@ def report(
     print(
         f"  {'':16} {'req/s':>8} {'decisions/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/dec':>11}"
         + (f" {'DB CPU µs':>11}" if server_cpu else "")
+        + f" {'idle %':>7}"
     )
     for connections in args.connections:
         for server in ("keyart", "peer"):
@@ -807,6 +821,7 @@ def report(
                     f" {median([r['p50'] for r in runs]):8.2f}"
                     f" {median([r['p99'] for r in runs]):8.2f}"
                     f" {median([r['cpu_us'] for r in runs]):11.0f}{db_cpu(runs)}"
+                    f" {median([r['idle'] for r in runs]):7.1f}"
                 )
     if extra:
         print(
@@ -817,7 +832,7 @@ def report(
         print(
             f"  {label:16} {result['rps']:8.0f} {result['dps']:12.0f} {result['p50']:8.2f}"
             f" {result['p99']:8.2f} {result['cpu_us']:11.0f}{db_cpu([result])}"
-            f"   ÷ floor {result['dps'] / result['floor']:.2f}"
+            f" {result['idle']:7.1f}   ÷ floor {result['dps'] / result['floor']:.2f}"
         )
 
     def ratio(server: str, connections: int, top: str, bottom: str, key: str, key2: str) -> float:
