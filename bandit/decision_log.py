@@ -313,6 +313,8 @@ class GroupCommitLog:
         the machine was idle an eighth of the time (`benchmarks/README.md`). PASSIVE: it
         never waits for readers. A failure is logged, not raised: the commits are safe, and
         the next checkpoint catches up."""
+        if not self._sqlite:
+            return
         driver: Any = connection.driver_connection
         try:
             _, frames, _ = driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
