@@ -349,14 +349,22 @@ class GroupCommitLog:
         commits meanwhile (the SQLite library lets go of the GIL while it copies)."""
         connection: PoolProxiedConnection | None = None
         lock = None
+        failing = False
         try:
             while not stop.wait(_CHECKPOINT_SECONDS):
                 if connection is None:
-                    connection = self._connect()
+                    # Tried again at the next turn should it fail: under steady load the writer
+                    # never goes idle to start a new thread, and the WAL would grow unchecked.
+                    try:
+                        connection = self._connect()
+                    except Exception as error:
+                        if not failing:  # once, not every 50 ms
+                            log.warning("the WAL's checkpoints cannot connect: %s", error)
+                        failing = True
+                        continue
+                    failing = False
                     lock = open(self._lock_path, "a") if self._lock_path else None  # noqa: SIM115 - kept open
                 self._checkpoint(connection, lock)
-        except Exception:
-            log.exception("the WAL's checkpoints stopped")
         finally:
             if connection is not None:
                 connection.invalidate()

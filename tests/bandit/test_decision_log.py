@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from bandit import decision_log
@@ -360,6 +360,30 @@ def test_checkpoints_copy_the_wal_while_other_writers_go_on(
     log.stop(timeout=30)
     assert not log.running
     assert "keyart-wal-checkpoints" not in [t.name for t in threading.enumerate()]
+    engine.dispose()
+
+
+def test_checkpoints_that_cannot_connect_try_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under steady load the writer never goes idle to start a new checkpoints' thread, so one
+    that cannot connect (here: its engine's pool is all held) tries again at its next turn."""
+    path = tmp_path / "keyart.db"
+    setup = make_engine(f"sqlite:///{path}")
+    upgrade(setup)
+    setup.dispose()
+    engine = create_engine(f"sqlite:///{path}", pool_size=2, max_overflow=0, pool_timeout=0.05)
+    held = engine.raw_connection()  # the writer takes the pool's other connection
+    log = GroupCommitLog(engine)
+    log.write(_page(2, 1))
+    _wait_for(lambda: "the WAL's checkpoints cannot connect" in caplog.text)
+    held.close()  # back to the pool, for the checkpoints' next turn
+    with open(f"{path}-writer.lock", "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        marker = _append_marker(path)
+        _wait_for(lambda: _copied(path, marker), timeout=3)
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
+    log.stop(timeout=30)
     engine.dispose()
 
 
