@@ -559,9 +559,11 @@ class GroupCommitLog:
             self._stopping = True
             self._condition.notify()
             thread = self._thread
-        if thread is None:
-            self._stop_checkpoints()  # started without a writer (`benchmarks/decision_log.py`)
-        elif timeout is not None and thread is not threading.current_thread():
+            if thread is None:
+                # Started without a writer (`benchmarks/decision_log.py`); under the condition,
+                # so as not to stop those of a writer a write starts meanwhile.
+                self._stop_checkpoints()
+        if thread is not None and timeout is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def _ensure_thread(self) -> None:
