@@ -363,7 +363,7 @@ class GroupCommitLog:
                         failing = True
                         continue
                     failing = False
-                    lock = open(self._lock_path, "a") if self._lock_path else None  # noqa: SIM115 - kept open
+                    lock = open(str(self._lock_path), "a")  # noqa: SIM115 - kept open
                 self._checkpoint(connection, lock)
         finally:
             if connection is not None:

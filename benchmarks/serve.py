@@ -18,8 +18,8 @@ median over the rounds printed. CPU per decision is the gunicorn workers' (user 
 from /proc) and, on PostgreSQL, the database server's beside it: on this machine it shares
 the workers' cores. Idle % is the machine's share of CPU time idle (or waiting on the disk)
 during the run: the cores that neither the workers, the database nor wrk could use, because
-every request was waiting. Then each server gets page load until its workers have served 100,000
-decisions each, and the largest worker's resident memory is printed, and each server's
+every request was waiting. Then each server gets page load until its workers have served
+100,000 decisions each, and the largest worker's resident memory is printed, and each server's
 garbage collections over all its runs (counted and timed in every worker by
 benchmarks/gc_probe.py, a gunicorn configuration).
 
